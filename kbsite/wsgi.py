@@ -1,0 +1,8 @@
+"""WSGI entry point, for HTTP-only deployments; websockets need ``kbsite.asgi``."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kbsite.settings")
+application = get_wsgi_application()

@@ -1,0 +1,1 @@
+"""The knowledge base: source domains, task specs, meta-trained models and their evaluations."""

@@ -1,0 +1,44 @@
+"""Artifact storage: weights, domain arrays and thumbnails, through Django's storage API.
+
+Keeping every artifact behind ``storages["artifacts"]`` lets an S3-compatible backend
+replace the local folder when several machines share the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    name: str
+    sha256: str
+    size: int
+
+
+def artifact_storage() -> Storage:
+    return storages["artifacts"]
+
+
+def artifact_save(name: str, content: bytes) -> StoredArtifact:
+    """Store ``content`` under ``name`` (the storage may alter the name to keep it unique)."""
+    stored_name = artifact_storage().save(name, ContentFile(content))
+    return StoredArtifact(name=stored_name, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+
+
+def artifact_read(name: str) -> bytes:
+    with artifact_storage().open(name, "rb") as fh:
+        return fh.read()
+
+
+def artifacts_delete(names: Iterable[str]) -> None:
+    """Delete the named artifacts; used to undo a write that failed half way."""
+    storage = artifact_storage()
+    for name in names:
+        if name and storage.exists(name):
+            storage.delete(name)

@@ -1,0 +1,75 @@
+"""Reads from the catalog, always scoped to what the asking user may see."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
+
+
+def domain_list(*, user) -> QuerySet[SourceDomain]:
+    return SourceDomain.objects.visible_to(user).select_related("owner")
+
+
+def domain_get(*, user, slug: str) -> SourceDomain:
+    """The domain with ``slug`` if ``user`` may see it; a stranger gets 404, as if it did not exist."""
+    try:
+        return domain_list(user=user).get(slug=slug)
+    except SourceDomain.DoesNotExist as exc:
+        raise Http404(f"no domain {slug!r}") from exc
+
+
+def task_spec_list(*, user) -> QuerySet[TaskSpec]:
+    return (
+        TaskSpec.objects.visible_to(user)
+        .filter(domain__in=domain_list(user=user))
+        .select_related("domain", "owner")
+    )
+
+
+def metamodel_list(*, user) -> QuerySet[MetaModel]:
+    return (
+        MetaModel.objects.visible_to(user)
+        .select_related("owner", "task_spec", "parent")
+        .prefetch_related("trained_on")
+    )
+
+
+def metamodel_get(*, user, pk: int) -> MetaModel:
+    try:
+        return metamodel_list(user=user).get(pk=pk)
+    except MetaModel.DoesNotExist as exc:
+        raise Http404(f"no model {pk}") from exc
+
+
+def metamodel_lineage(*, user, model: MetaModel) -> list[MetaModel]:
+    """The chain of parents, nearest first, stopping at one the user may not see."""
+    chain: list[MetaModel] = []
+    visible = metamodel_list(user=user)
+    current = model
+    while current.parent_id is not None and len(chain) < 50:
+        parent = visible.filter(pk=current.parent_id).first()
+        if parent is None:
+            break
+        chain.append(parent)
+        current = parent
+    return chain
+
+
+def evaluation_list(*, user) -> QuerySet[Evaluation]:
+    """Evaluations whose model and target domain the user may both see."""
+    return Evaluation.objects.filter(
+        model__in=MetaModel.objects.visible_to(user),
+        target_domain__in=SourceDomain.objects.visible_to(user),
+    ).select_related("model", "target_domain", "task_spec")
+
+
+def catalog_counts(*, user) -> dict[str, int]:
+    """How many entries of each kind the user can see, for the home dashboard."""
+    return {
+        "domains": domain_list(user=user).count(),
+        "task_specs": task_spec_list(user=user).count(),
+        "models": metamodel_list(user=user).count(),
+        "evaluations": evaluation_list(user=user).count(),
+    }

@@ -1,0 +1,4 @@
+"""Writes to the catalog. Each function validates, then writes inside one transaction.
+
+Bad input raises ``learning.errors.InvalidInput`` before anything is written.
+"""

@@ -1,0 +1,1 @@
+"""Jobs: launching meta-training, transfer and evaluation work on Celery workers."""

