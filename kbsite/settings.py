@@ -15,7 +15,8 @@ from kbsite import embedded
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-VAR_DIR = Path(env("KB_VAR_DIR", default=str(BASE_DIR / "var")))
+# Relative paths are taken from the project folder, so every process agrees on them.
+VAR_DIR = BASE_DIR / env("KB_VAR_DIR", default="var")
 
 DEBUG = env.bool("DEBUG", default=True)
 if DEBUG:
@@ -141,6 +142,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the app folders too, so a checkout works before collectstatic has run.
+WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

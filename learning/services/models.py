@@ -9,14 +9,25 @@ from django.db import transaction
 
 from learning.artifacts import artifact_save, artifacts_delete
 from learning.errors import InvalidInput
+from learning.events import catalog_changed_on_commit
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec, Visibility
 
 
-def metamodel_register(*, name: str, algorithm: str, architecture: str, weights: bytes,
-                       hyperparameters: dict | None = None, trained_on: Iterable[SourceDomain] = (),
-                       task_spec: TaskSpec | None = None, parent: MetaModel | None = None,
-                       metrics: dict | None = None, description: str = "", owner=None,
-                       visibility: str = Visibility.PUBLIC) -> MetaModel:
+def metamodel_register(
+    *,
+    name: str,
+    algorithm: str,
+    architecture: str,
+    weights: bytes,
+    hyperparameters: dict | None = None,
+    trained_on: Iterable[SourceDomain] = (),
+    task_spec: TaskSpec | None = None,
+    parent: MetaModel | None = None,
+    metrics: dict | None = None,
+    description: str = "",
+    owner=None,
+    visibility: str = Visibility.PUBLIC,
+) -> MetaModel:
     """Store ``weights`` (safetensors bytes) and create the model row that points at them.
 
     The weights file is removed again if the row cannot be written, so a failure
@@ -30,25 +41,46 @@ def metamodel_register(*, name: str, algorithm: str, architecture: str, weights:
     try:
         with transaction.atomic():
             model = MetaModel.objects.create(
-                name=name, algorithm=algorithm, architecture=architecture,
-                hyperparameters=hyperparameters or {}, task_spec=task_spec, parent=parent,
-                weights_file=stored.name, weights_sha256=stored.sha256, weights_size=stored.size,
-                metrics=metrics or {}, description=description, owner=owner, visibility=visibility,
+                name=name,
+                algorithm=algorithm,
+                architecture=architecture,
+                hyperparameters=hyperparameters or {},
+                task_spec=task_spec,
+                parent=parent,
+                weights_file=stored.name,
+                weights_sha256=stored.sha256,
+                weights_size=stored.size,
+                metrics=metrics or {},
+                description=description,
+                owner=owner,
+                visibility=visibility,
             )
             model.trained_on.set(list(trained_on))
+            catalog_changed_on_commit()
     except Exception:
         artifacts_delete([stored.name])
         raise
     return model
 
 
-def evaluation_create(*, model: MetaModel, target_domain: SourceDomain, shots: int, metric: str, mean: float,
-                      ci95: float, episodes: int, task_spec: TaskSpec | None = None,
-                      baseline_mean: float | None = None, baseline_ci95: float | None = None) -> Evaluation:
+def evaluation_create(
+    *,
+    model: MetaModel,
+    target_domain: SourceDomain,
+    shots: int,
+    metric: str,
+    mean: float,
+    ci95: float,
+    episodes: int,
+    task_spec: TaskSpec | None = None,
+    baseline_mean: float | None = None,
+    baseline_ci95: float | None = None,
+) -> Evaluation:
     """Record a measured result; the numbers must be finite and the CI half-width non-negative."""
     if metric not in Evaluation.Metric.values:
-        raise InvalidInput(f"unknown metric {metric!r}; one of {', '.join(Evaluation.Metric.values)}",
-                           field="metric")
+        raise InvalidInput(
+            f"unknown metric {metric!r}; one of {', '.join(Evaluation.Metric.values)}", field="metric"
+        )
     for field, value in (("mean", mean), ("ci95", ci95)):
         if not math.isfinite(value):
             raise InvalidInput(f"{field} must be a finite number, got {value}", field=field)
@@ -58,7 +90,18 @@ def evaluation_create(*, model: MetaModel, target_domain: SourceDomain, shots: i
         raise InvalidInput(f"episodes must be at least 1, got {episodes}", field="episodes")
     if shots < 1:
         raise InvalidInput(f"shots must be at least 1, got {shots}", field="shots")
-    return Evaluation.objects.create(
-        model=model, target_domain=target_domain, task_spec=task_spec, shots=shots, metric=metric,
-        mean=mean, ci95=ci95, episodes=episodes, baseline_mean=baseline_mean, baseline_ci95=baseline_ci95,
-    )
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            model=model,
+            target_domain=target_domain,
+            task_spec=task_spec,
+            shots=shots,
+            metric=metric,
+            mean=mean,
+            ci95=ci95,
+            episodes=episodes,
+            baseline_mean=baseline_mean,
+            baseline_ci95=baseline_ci95,
+        )
+        catalog_changed_on_commit()
+    return evaluation

@@ -9,6 +9,7 @@ import random
 from django.db import transaction
 
 from learning.errors import InvalidInput
+from learning.events import catalog_changed_on_commit
 from learning.models import SourceDomain, TaskSpec, Visibility
 
 SPLIT_PARTS = ("meta_train", "meta_val", "meta_test")
@@ -69,8 +70,9 @@ def _check_split(*, domain: SourceDomain, split: dict) -> None:
             raise InvalidInput(f"split.{part} is empty", field="split")
 
 
-def _check_shape(*, domain: SourceDomain, split: dict, n_way: int, k_shot: int, query_size: int,
-                 within_group: bool) -> None:
+def _check_shape(
+    *, domain: SourceDomain, split: dict, n_way: int, k_shot: int, query_size: int, within_group: bool
+) -> None:
     if k_shot < 1:
         raise InvalidInput(f"k_shot must be at least 1, got {k_shot}", field="k_shot")
     if query_size < 1:
@@ -103,8 +105,16 @@ def _check_shape(*, domain: SourceDomain, split: dict, n_way: int, k_shot: int, 
             )
 
 
-def task_spec_identity(*, domain: SourceDomain, split: dict, n_way: int, k_shot: int, query_size: int,
-                       within_group: bool, seed: int) -> str:
+def task_spec_identity(
+    *,
+    domain: SourceDomain,
+    split: dict,
+    n_way: int,
+    k_shot: int,
+    query_size: int,
+    within_group: bool,
+    seed: int,
+) -> str:
     """sha256 over everything that decides the episodes (the domain by its content hash)."""
     identity = {
         "domain": domain.content_sha256 or domain.slug,
@@ -119,20 +129,54 @@ def task_spec_identity(*, domain: SourceDomain, split: dict, n_way: int, k_shot:
 
 
 @transaction.atomic
-def task_spec_create(*, domain: SourceDomain, name: str = "", split: dict | None = None, n_way: int = 5,
-                     k_shot: int = 1, query_size: int = 15, within_group: bool = False, seed: int = 0,
-                     owner=None, visibility: str = Visibility.PUBLIC) -> TaskSpec:
+def task_spec_create(
+    *,
+    domain: SourceDomain,
+    name: str = "",
+    split: dict | None = None,
+    n_way: int = 5,
+    k_shot: int = 1,
+    query_size: int = 15,
+    within_group: bool = False,
+    seed: int = 0,
+    owner=None,
+    visibility: str = Visibility.PUBLIC,
+) -> TaskSpec:
     """Validate and create a task spec; ``split`` defaults to :func:`default_split`."""
     split = split if split is not None else default_split(domain=domain, seed=seed)
     _check_split(domain=domain, split=split)
-    _check_shape(domain=domain, split=split, n_way=n_way, k_shot=k_shot, query_size=query_size,
-                 within_group=within_group)
+    _check_shape(
+        domain=domain,
+        split=split,
+        n_way=n_way,
+        k_shot=k_shot,
+        query_size=query_size,
+        within_group=within_group,
+    )
     if not domain.is_image:
         n_way = 1
     name = name or f"{domain.name} {n_way}-way {k_shot}-shot" + (" within-group" if within_group else "")
-    identity = task_spec_identity(domain=domain, split=split, n_way=n_way, k_shot=k_shot,
-                                  query_size=query_size, within_group=within_group, seed=seed)
-    return TaskSpec.objects.create(
-        domain=domain, name=name, split=split, n_way=n_way, k_shot=k_shot, query_size=query_size,
-        within_group=within_group, seed=seed, identity_hash=identity, owner=owner, visibility=visibility,
+    identity = task_spec_identity(
+        domain=domain,
+        split=split,
+        n_way=n_way,
+        k_shot=k_shot,
+        query_size=query_size,
+        within_group=within_group,
+        seed=seed,
     )
+    spec = TaskSpec.objects.create(
+        domain=domain,
+        name=name,
+        split=split,
+        n_way=n_way,
+        k_shot=k_shot,
+        query_size=query_size,
+        within_group=within_group,
+        seed=seed,
+        identity_hash=identity,
+        owner=owner,
+        visibility=visibility,
+    )
+    catalog_changed_on_commit()
+    return spec
