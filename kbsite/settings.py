@@ -94,6 +94,23 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Training goes to "gpu" workers, light work to "cpu" workers.
+CELERY_TASK_ROUTES = {
+    "tasks_app.tasks.run_job": {"queue": "gpu"},
+    "tasks_app.tasks.recover_stale_jobs": {"queue": "cpu"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "recover-stale-jobs": {"task": "tasks_app.tasks.recover_stale_jobs", "schedule": 10.0},
+}
+# A killed worker's unacknowledged job comes back after this long at the latest; the
+# heartbeat watchdog below usually requeues it much sooner.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+
+JOB_HEARTBEAT_INTERVAL = env.float("JOB_HEARTBEAT_INTERVAL", default=5.0)
+JOB_HEARTBEAT_TIMEOUT = env.float("JOB_HEARTBEAT_TIMEOUT", default=60.0)
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=12 * 3600)
 
 CHANNEL_LAYERS = {
     "default": {
@@ -141,6 +158,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the app folders too, so a checkout works before collectstatic has run.
 WHITENOISE_USE_FINDERS = True

@@ -8,8 +8,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("learning.account_urls")),
     path("api/v1/", include("learning.api.urls")),
+    path("api/v1/", include("tasks_app.api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("jobs/", include("tasks_app.urls")),
     path("", include("learning.urls")),
 ]

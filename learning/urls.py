@@ -6,4 +6,12 @@ from learning import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("domains/", views.domain_list, name="domain-list"),
+    path("domains/new/", views.domain_upload, name="domain-upload"),
+    path("domains/<slug:slug>/", views.domain_detail, name="domain-detail"),
+    path("domains/<slug:slug>/thumbs/<int:index>.png", views.domain_thumbnail, name="domain-thumbnail"),
+    path("models/", views.model_list, name="model-list"),
+    path("models/<int:pk>/", views.model_detail, name="model-detail"),
+    path("task-specs/", views.task_spec_list, name="taskspec-list"),
+    path("task-specs/<int:pk>/", views.task_spec_detail, name="taskspec-detail"),
 ]

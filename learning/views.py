@@ -1,10 +1,173 @@
-"""Server-rendered pages of the knowledge base."""
+"""Server-rendered pages of the knowledge base.
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+Views stay small: selectors read (always scoped to the user, so a private entry is a
+404 to strangers), services write, forms validate, templates format.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Page, Paginator
+from django.db.models import Prefetch, QuerySet
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET
 
 from learning import selectors
+from learning.artifacts import artifact_storage
+from learning.errors import InvalidInput
+from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
+from learning.models import MetaModel, SourceDomain, Visibility
+from learning.services.domains import domain_import
+
+PAGE_SIZE = 20
+RECENT = 5
+THUMBNAILS_SHOWN = 48
 
 
+def _page(request: HttpRequest, rows: QuerySet) -> Page:
+    return Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def _with_visible_domains(models: QuerySet[MetaModel], user) -> QuerySet[MetaModel]:
+    """Models with ``visible_domains``: the training domains the user may see (others stay unnamed)."""
+    domains = Prefetch("trained_on", queryset=selectors.domain_list(user=user), to_attr="visible_domains")
+    return models.prefetch_related(domains)
+
+
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "learning/home.html", {"counts": selectors.catalog_counts(user=request.user)})
+    user = request.user
+    return render(
+        request,
+        "learning/home.html",
+        {
+            "counts": selectors.catalog_counts(user=user),
+            "recent_models": selectors.metamodel_list(user=user)[:RECENT],
+            "recent_evaluations": selectors.evaluation_list(user=user)[:RECENT],
+            "builtin_domains": selectors.domain_list(user=user).filter(origin=SourceDomain.Origin.BUILTIN),
+        },
+    )
+
+
+@require_GET
+def domain_list(request: HttpRequest) -> HttpResponse:
+    form = DomainFilterForm(request.GET)
+    page = _page(request, form.filter(selectors.domain_list(user=request.user)))
+    return render(request, "learning/domain_list.html", {"form": form, "page": page})
+
+
+@require_GET
+def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    user = request.user
+    domain = selectors.domain_get(user=user, slug=slug)
+    thumbnails = list(enumerate(domain.classes[:THUMBNAILS_SHOWN])) if domain.is_image else []
+    return render(
+        request,
+        "learning/domain_detail.html",
+        {
+            "domain": domain,
+            "thumbnails": thumbnails,
+            "task_specs": selectors.task_spec_list(user=user).filter(domain=domain),
+            "models": _with_visible_domains(
+                selectors.metamodel_list(user=user).filter(trained_on=domain), user
+            ),
+        },
+    )
+
+
+@require_GET
+def domain_thumbnail(request: HttpRequest, slug: str, index: int) -> FileResponse:
+    """One class's thumbnail PNG, streamed from artifact storage; 404 unless the user may see the domain."""
+    domain = selectors.domain_get(user=request.user, slug=slug)
+    name = f"domains/{domain.slug}/thumbs/{index}.png"
+    if index >= domain.class_count or not artifact_storage().exists(name):
+        raise Http404(f"no thumbnail {index} for {slug!r}")
+    response = FileResponse(artifact_storage().open(name, "rb"), content_type="image/png")
+    # Private thumbnails must not sit in shared caches.
+    response["Cache-Control"] = (
+        "max-age=3600" if domain.visibility == Visibility.PUBLIC else "private, max-age=3600"
+    )
+    return response
+
+
+@login_required
+def domain_upload(request: HttpRequest) -> HttpResponse:
+    form = DomainUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            domain = domain_import(
+                source=data["source"],
+                name=data["name"],
+                owner=request.user,
+                visibility=data["visibility"],
+                description=data["description"],
+                citation=data["citation"],
+                license=data["license"],
+            )
+        except InvalidInput as err:
+            form.add_service_error(err.field, err.message)
+        else:
+            return redirect("domain-detail", slug=domain.slug)
+    return render(request, "learning/domain_upload.html", {"form": form})
+
+
+@require_GET
+def model_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    models = selectors.metamodel_list(user=user)
+    form = ModelFilterForm(request.GET, models=models, domains=selectors.domain_list(user=user))
+    page = _page(request, _with_visible_domains(form.filter(models), user))
+    return render(request, "learning/model_list.html", {"form": form, "page": page})
+
+
+@require_GET
+def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    user = request.user
+    model = selectors.metamodel_get(user=user, pk=pk)
+    return render(
+        request,
+        "learning/model_detail.html",
+        {
+            "model": model,
+            "lineage": selectors.metamodel_lineage(user=user, model=model),
+            "children": _with_visible_domains(selectors.metamodel_list(user=user).filter(parent=model), user),
+            "trained_on": selectors.domain_list(user=user).filter(models=model),
+            "task_spec": selectors.task_spec_list(user=user).filter(pk=model.task_spec_id).first(),
+            "evaluations": selectors.evaluation_list(user=user).filter(model=model),
+        },
+    )
+
+
+@require_GET
+def task_spec_list(request: HttpRequest) -> HttpResponse:
+    page = _page(request, selectors.task_spec_list(user=request.user))
+    return render(request, "learning/taskspec_list.html", {"page": page})
+
+
+@require_GET
+def task_spec_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    user = request.user
+    spec = get_object_or_404(selectors.task_spec_list(user=user), pk=pk)
+    return render(
+        request,
+        "learning/taskspec_detail.html",
+        {
+            "spec": spec,
+            "models": _with_visible_domains(selectors.metamodel_list(user=user).filter(task_spec=spec), user),
+            "evaluations": selectors.evaluation_list(user=user).filter(task_spec=spec),
+        },
+    )
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account, log in with it, and go home."""
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        login(request, form.save())
+        return redirect("home")
+    return render(request, "registration/signup.html", {"form": form})

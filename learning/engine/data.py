@@ -40,7 +40,9 @@ class ImageArrays:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
-            raise DataFormatError(f"images must be (N, H, W) uint8, got {self.images.dtype} {self.images.shape}")
+            raise DataFormatError(
+                f"images must be (N, H, W) uint8, got {self.images.dtype} {self.images.shape}"
+            )
         if self.labels.shape != (n,):
             raise DataFormatError(f"labels must have shape ({n},), got {self.labels.shape}")
         if len(self.class_names) != len(self.class_groups):

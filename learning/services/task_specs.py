@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 
 from django.db import transaction
@@ -16,9 +17,12 @@ SPLIT_PARTS = ("meta_train", "meta_val", "meta_test")
 
 
 def default_split(*, domain: SourceDomain, seed: int = 0) -> dict:
-    """A 60/20/20 split of the domain's groups (or, without groups, of its classes), shuffled by ``seed``.
+    """A split of the domain's groups (or, without groups, of its classes), shuffled by ``seed``.
 
-    Function domains get ``{"by": "seed"}``: train and test tasks come from disjoint seed streams.
+    With 20 or more units it is 60/20/20 (meta-train, meta-validation, meta-test); with
+    fewer, half and half with no validation part, so that small domains (10 digits) still
+    leave enough meta-test classes for 5-way episodes. Function domains get
+    ``{"by": "seed"}``: train and test tasks come from disjoint seed streams.
     """
     if not domain.is_image:
         return {"by": "seed"}
@@ -26,8 +30,10 @@ def default_split(*, domain: SourceDomain, seed: int = 0) -> dict:
     names = [g["name"] for g in domain.class_groups] if by == "group" else [c["name"] for c in domain.classes]
     names = sorted(names)
     random.Random(seed).shuffle(names)
-    n_train = max(1, round(len(names) * 0.6))
-    n_val = round(len(names) * 0.2) if len(names) - n_train > 1 else 0
+    if len(names) >= 20:
+        n_train, n_val = round(len(names) * 0.6), round(len(names) * 0.2)
+    else:
+        n_train, n_val = math.ceil(len(names) / 2), 0
     return {
         "by": by,
         "meta_train": sorted(names[:n_train]),

@@ -38,8 +38,13 @@ def test_default_split_keeps_groups_whole_and_disjoint():
     split = default_split(domain=domain, seed=3)
 
     # then every group lands in exactly one part, and meta-train and meta-test are not empty
-    parts = [split["meta_train"], split["meta_val"], split["meta_test"]]
-    assert sorted(sum(parts, [])) == ["A", "B", "C", "D", "E"]
+    assert sorted([*split["meta_train"], *split["meta_val"], *split["meta_test"]]) == [
+        "A",
+        "B",
+        "C",
+        "D",
+        "E",
+    ]
     assert split["meta_train"] and split["meta_test"]
     train = {domain.classes[i]["group"] for i in split_classes(domain=domain, split=split, part="meta_train")}
     assert train == set(split["meta_train"])

@@ -1,0 +1,187 @@
+"""Viewsets of the REST API: lists and details scoped to the asking user, creates through services.
+
+Each viewset names its scoped selector, its serializers and its FilterSet; the shared
+``CatalogViewSet`` validates a create's input, hands it to the resource's service with
+``request.user`` as the owner, and turns the service's ``InvalidInput`` into a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from rest_framework import fields, mixins, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticatedOrReadOnly
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from learning import selectors
+from learning.api import filtersets, serializers
+from learning.errors import InvalidInput
+from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
+from learning.services.domains import domain_import
+from learning.services.models import evaluation_create, metamodel_register
+from learning.services.task_specs import task_spec_create
+
+
+class CatalogPagination(PageNumberPagination):
+    """Pages of ``PAGE_SIZE`` rows; ``?page_size=`` asks for up to 200."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class CatalogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """List, detail and create of one kind of catalog entry; ``service_create`` names the service."""
+
+    permission_classes = [IsAuthenticatedOrReadOnly]
+    pagination_class = CatalogPagination
+    detail_serializer_class: type[BaseSerializer] | None = None
+    input_serializer_class: type[BaseSerializer] | None = None
+
+    def get_serializer_class(self):
+        if self.action == "create" and self.input_serializer_class is not None:
+            return self.input_serializer_class
+        if self.action == "retrieve" and self.detail_serializer_class is not None:
+            return self.detail_serializer_class
+        return self.serializer_class
+
+    def handle_exception(self, exc):
+        if isinstance(exc, InvalidInput):
+            exc = ValidationError(exc.as_dict())
+        return super().handle_exception(exc)
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        given = self.get_serializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        created = self.service_create(user=request.user, data=dict(given.validated_data))
+        output_class = self.detail_serializer_class or self.serializer_class
+        output = output_class(created, context=self.get_serializer_context())
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+    def service_create(self, *, user, data: dict[str, Any]):
+        """Write the entry through the resource's service; ``data`` is the validated input."""
+        raise NotImplementedError
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Import a domain from an uploaded zip or a URL",
+        request={
+            "multipart/form-data": serializers.DomainImportSerializer,
+            "application/json": serializers.DomainImportSerializer,
+        },
+        responses={201: serializers.DomainDetailSerializer},
+    )
+)
+@extend_schema(tags=["domains"])
+class DomainViewSet(CatalogViewSet):
+    """Source domains, by slug. Create imports a zip of images (one folder per class)."""
+
+    lookup_field = "slug"
+    serializer_class = serializers.DomainSerializer
+    detail_serializer_class = serializers.DomainDetailSerializer
+    input_serializer_class = serializers.DomainImportSerializer
+    filterset_class = filtersets.DomainFilterSet
+    search_fields = ["name", "description"]
+    ordering_fields = ["created_at", "name", "class_count"]
+
+    def get_queryset(self):
+        return selectors.domain_list(user=self.request.user)
+
+    def service_create(self, *, user, data: dict[str, Any]) -> SourceDomain:
+        given = "file" if "file" in data else "url"
+        try:
+            return domain_import(source=data.pop(given), owner=user, **data)
+        except InvalidInput as exc:
+            # the service calls its input "source"; the API calls it "file" or "url"
+            if exc.field == "source":
+                raise InvalidInput(exc.message, field=given) from exc
+            raise
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Create a task spec; without a split the default split is used",
+        responses={201: serializers.TaskSpecSerializer},
+    )
+)
+@extend_schema(tags=["task specs"])
+class TaskSpecViewSet(CatalogViewSet):
+    """Task specs: reproducible few-shot task families over a domain."""
+
+    serializer_class = serializers.TaskSpecSerializer
+    input_serializer_class = serializers.TaskSpecCreateSerializer
+    filterset_class = filtersets.TaskSpecFilterSet
+    search_fields = ["name"]
+    ordering_fields = ["created_at", "name", "n_way", "k_shot"]
+
+    def get_queryset(self):
+        return selectors.task_spec_list(user=self.request.user)
+
+    def service_create(self, *, user, data: dict[str, Any]) -> TaskSpec:
+        return task_spec_create(owner=user, **data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Register a trained model from safetensors weights",
+        request={"multipart/form-data": serializers.MetaModelRegisterSerializer},
+        responses={201: serializers.MetaModelDetailSerializer},
+    )
+)
+@extend_schema(tags=["models"])
+class MetaModelViewSet(CatalogViewSet):
+    """Trained models, their lineage and weights' checksums. Create uploads safetensors weights."""
+
+    serializer_class = serializers.MetaModelSerializer
+    detail_serializer_class = serializers.MetaModelDetailSerializer
+    input_serializer_class = serializers.MetaModelRegisterSerializer
+    filterset_class = filtersets.MetaModelFilterSet
+    search_fields = ["name", "description"]
+    ordering_fields = ["created_at", "name"]
+
+    def get_queryset(self):
+        return selectors.metamodel_list(user=self.request.user)
+
+    def service_create(self, *, user, data: dict[str, Any]) -> MetaModel:
+        upload = data.pop("weights")
+        return metamodel_register(weights=upload.read(), owner=user, **data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Record an evaluation of a model you own",
+        responses={201: serializers.EvaluationSerializer},
+    )
+)
+@extend_schema(tags=["evaluations"])
+class EvaluationViewSet(CatalogViewSet):
+    """Measured results of models on target domains."""
+
+    serializer_class = serializers.EvaluationSerializer
+    input_serializer_class = serializers.EvaluationCreateSerializer
+    filterset_class = filtersets.EvaluationFilterSet
+    ordering_fields = ["created_at", "mean", "shots"]
+
+    def get_queryset(self):
+        return selectors.evaluation_list(user=self.request.user)
+
+    def service_create(self, *, user, data: dict[str, Any]) -> Evaluation:
+        return evaluation_create(**data)
+
+
+class TokenView(ObtainAuthToken):
+    """Trade a username and password for the user's API token (``Authorization: Token <key>``)."""
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Get your API token",
+        responses={200: inline_serializer("Token", {"token": fields.CharField(read_only=True)})},
+    )
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        return super().post(request, *args, **kwargs)

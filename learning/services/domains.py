@@ -1,0 +1,299 @@
+"""Adding source domains: importing image data sets, and registering the built-in domains.
+
+An image domain's normalized arrays (``learning.engine.data``) are stored as
+``domains/<slug>/arrays.npz`` and one thumbnail per class as
+``domains/<slug>/thumbs/<class index>.png`` in artifact storage. The files are written
+first and the row last, inside a transaction; if anything fails, the files are deleted
+again, so a failed import leaves neither a row nor a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils.text import slugify
+
+from learning import builtin_domains
+from learning.artifacts import artifact_save, artifact_storage, artifacts_delete
+from learning.domain_files import ImportLimits, is_url, read_path, read_upload, read_url, thumbnail_png
+from learning.engine.data import ImageArrays, image_arrays_to_bytes
+from learning.errors import InvalidInput
+from learning.models import SourceDomain, Visibility
+
+logger = logging.getLogger(__name__)
+
+_NAME_MAX = SourceDomain._meta.get_field("name").max_length
+_LICENSE_MAX = SourceDomain._meta.get_field("license").max_length
+_URL_MAX = SourceDomain._meta.get_field("source_url").max_length
+
+
+def domain_import(
+    *,
+    source: Any,
+    name: str,
+    owner=None,
+    visibility: str = Visibility.PUBLIC,
+    description: str = "",
+    citation: str = "",
+    license: str = "",
+) -> SourceDomain:
+    """Import an image domain from ``source`` and return its new catalog row.
+
+    ``source`` is a local path (``str`` or ``os.PathLike``) to a zip file or a folder, an
+    http(s) URL (a ``str`` holding ``scheme://``) of a zip, or an uploaded file object
+    (anything with ``.read()``, e.g. Django's ``UploadedFile``) holding a zip. Local paths
+    are read as given, so only trusted callers (the command line) may pass them. See
+    ``learning.domain_files`` for the layouts accepted and the checks made.
+
+    Raises ``InvalidInput`` (``field="name"`` or ``"source"``) for bad input, after
+    which nothing has been written.
+    """
+    name = _check_entry(name=name, visibility=visibility, license=license)
+    limits = ImportLimits.from_settings()
+    source_url = ""
+    if isinstance(source, str) and is_url(source):
+        if len(source) > _URL_MAX:
+            raise InvalidInput(f"the URL is longer than {_URL_MAX} characters", field="source")
+        arrays = read_url(source, limits=limits)
+        origin, source_url = SourceDomain.Origin.URL, source
+    elif isinstance(source, str | os.PathLike):
+        arrays = read_path(source, limits=limits)
+        origin = SourceDomain.Origin.UPLOAD
+    elif hasattr(source, "read"):
+        arrays = read_upload(source, limits=limits)
+        origin = SourceDomain.Origin.UPLOAD
+    else:
+        raise InvalidInput("give a zip file, a folder, an http(s) URL or an uploaded zip", field="source")
+    return _image_domain_create(
+        arrays=arrays,
+        name=name,
+        origin=origin,
+        source_url=source_url,
+        owner=owner,
+        visibility=visibility,
+        description=description,
+        citation=citation,
+        license=license,
+    )
+
+
+def function_domain_create(
+    *,
+    name: str,
+    generator: dict,
+    origin: str = SourceDomain.Origin.BUILTIN,
+    owner=None,
+    visibility: str = Visibility.PUBLIC,
+    description: str = "",
+    citation: str = "",
+    license: str = "",
+) -> SourceDomain:
+    """Create a function-regression domain from a generator such as ``builtin_domains.SINUSOID_GENERATOR``.
+
+    Its content hash is that of the generator's canonical JSON, so two domains cannot
+    hold the same generator. Class and example counts stay 0.
+    """
+    name = _check_entry(name=name, visibility=visibility, license=license)
+    family = generator.get("family") if isinstance(generator, dict) else None
+    if family not in builtin_domains.FUNCTION_FAMILIES:
+        known = ", ".join(builtin_domains.FUNCTION_FAMILIES)
+        raise InvalidInput(f"unknown function family {family!r}; known: {known}", field="generator")
+    try:
+        sha256 = builtin_domains.generator_sha256(generator)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"the generator is not plain JSON ({exc})", field="generator") from exc
+    _check_new_content(sha256)
+    try:
+        with transaction.atomic():
+            return SourceDomain.objects.create(
+                name=name,
+                slug=_free_slug(name),
+                modality=SourceDomain.Modality.FUNCTION_REGRESSION,
+                description=description,
+                citation=citation,
+                license=license,
+                origin=origin,
+                content_sha256=sha256,
+                generator=generator,
+                owner=owner,
+                visibility=visibility,
+            )
+    except IntegrityError as exc:
+        raise InvalidInput(
+            f"a domain named {name!r} or with this generator was just added", field="name"
+        ) from exc
+
+
+def builtin_domains_register() -> list[SourceDomain]:
+    """Make sure the built-in domains exist; return them all, whether new or already there.
+
+    Idempotent: a built-in already in the catalog is left as it is. A user's domain that
+    holds a built-in's name or content keeps it, and that built-in is skipped with a warning.
+    """
+    registered: list[SourceDomain] = []
+    for spec in builtin_domains.BUILTIN_DOMAINS:
+        existing = SourceDomain.objects.filter(Q(name=spec.name) | Q(slug=slugify(spec.name))).first()
+        if existing is not None:
+            if existing.origin == SourceDomain.Origin.BUILTIN:
+                registered.append(existing)
+            else:
+                logger.warning("built-in domain %r skipped: a user's domain holds that name", spec.name)
+            continue
+        common = {"name": spec.name, "description": spec.description, "citation": spec.citation}
+        try:
+            if spec.generator:
+                domain = function_domain_create(**common, generator=spec.generator, license=spec.license)
+            else:
+                domain = _image_domain_create(
+                    **common,
+                    arrays=builtin_domains.digits_arrays(),
+                    origin=SourceDomain.Origin.BUILTIN,
+                    source_url=spec.source_url,
+                    owner=None,
+                    visibility=Visibility.PUBLIC,
+                    license=spec.license,
+                )
+        except InvalidInput as err:
+            logger.warning("built-in domain %r skipped: %s", spec.name, err.message)
+            continue
+        registered.append(domain)
+    return registered
+
+
+# --- Helpers ---------------------------------------------------------------------------
+
+
+def _check_entry(*, name: str, visibility: str, license: str) -> str:
+    """Validate the catalog text of a new domain; return the stripped name."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("a domain needs a name", field="name")
+    if len(name) > _NAME_MAX:
+        raise InvalidInput(f"the name is longer than {_NAME_MAX} characters", field="name")
+    if not slugify(name):
+        raise InvalidInput(f"the name {name!r} needs at least one letter or digit", field="name")
+    if SourceDomain.objects.filter(name__iexact=name).exists():
+        raise InvalidInput(f"a domain named {name!r} already exists", field="name")
+    if visibility not in Visibility.values:
+        raise InvalidInput(f"visibility must be one of {', '.join(Visibility.values)}", field="visibility")
+    if len(license) > _LICENSE_MAX:
+        raise InvalidInput(f"the license is longer than {_LICENSE_MAX} characters", field="license")
+    return name
+
+
+def _check_new_content(sha256: str) -> None:
+    same = SourceDomain.objects.filter(content_sha256=sha256).first()
+    if same is not None:
+        raise InvalidInput(
+            f"this content is already in the catalog as domain {same.name!r} ({same.slug})", field="source"
+        )
+
+
+def _slug_folder_used(slug: str) -> bool:
+    """Whether files already sit under ``domains/<slug>/`` (left by a domain deleted earlier)."""
+    storage = artifact_storage()
+    pending = [f"domains/{slug}"]
+    while pending:
+        folder = pending.pop()
+        try:
+            folders, files = storage.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if files:
+            return True
+        pending.extend(f"{folder}/{sub}" for sub in folders)
+    return False
+
+
+RESERVED_SLUGS = frozenset({"new"})
+"""Slugs that page URLs use (``/domains/new/``), so no domain may take them."""
+
+
+def _free_slug(name: str) -> str:
+    """``slugify(name)``, with ``-2``, ``-3``... appended while a row, stray files or a page URL hold it."""
+    base = slugify(name)[:190] or "domain"
+    slug, n = base, 1
+    while (
+        slug in RESERVED_SLUGS or SourceDomain.objects.filter(slug=slug).exists() or _slug_folder_used(slug)
+    ):
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def _first_examples(arrays: ImageArrays) -> list[int]:
+    return [int(indices[0]) for indices in arrays.indices_by_class()]
+
+
+def _image_domain_create(
+    *,
+    arrays: ImageArrays,
+    name: str,
+    origin: str,
+    source_url: str,
+    owner,
+    visibility: str,
+    description: str,
+    citation: str,
+    license: str,
+) -> SourceDomain:
+    """Store the arrays and thumbnails, then write the row; undo the files if anything fails."""
+    payload = image_arrays_to_bytes(arrays)
+    sha256 = hashlib.sha256(payload).hexdigest()
+    _check_new_content(sha256)
+    slug = _free_slug(name)
+    counts = arrays.class_counts()
+    classes = [
+        {"name": n, "group": g, "count": int(c)}
+        for n, g, c in zip(arrays.class_names, arrays.class_groups, counts, strict=True)
+    ]
+    groups = [
+        {"name": group, "class_count": sum(1 for g in arrays.class_groups if g == group)}
+        for group in arrays.groups
+    ]
+    stored: list[str] = []
+    try:
+        wanted = {f"domains/{slug}/arrays.npz": payload}
+        for index, example in enumerate(_first_examples(arrays)):
+            wanted[f"domains/{slug}/thumbs/{index}.png"] = thumbnail_png(arrays.images[example])
+        for artifact_name, content in wanted.items():
+            saved = artifact_save(artifact_name, content)
+            stored.append(saved.name)
+            if saved.name != artifact_name:
+                raise InvalidInput(
+                    f"another import of a domain named {name!r} is running; try again", field="name"
+                )
+        with transaction.atomic():
+            domain = SourceDomain.objects.create(
+                name=name,
+                slug=slug,
+                modality=SourceDomain.Modality.IMAGE_CLASSIFICATION,
+                description=description,
+                citation=citation,
+                license=license,
+                origin=origin,
+                source_url=source_url,
+                content_sha256=sha256,
+                class_count=arrays.num_classes,
+                example_count=int(counts.sum()),
+                classes=classes,
+                class_groups=groups,
+                arrays_file=stored[0],
+                arrays_size=len(payload),
+                owner=owner,
+                visibility=visibility,
+            )
+    except IntegrityError as exc:
+        artifacts_delete(stored)
+        raise InvalidInput(
+            f"a domain named {name!r} or with the same content was just added", field="name"
+        ) from exc
+    except BaseException:
+        artifacts_delete(stored)
+        raise
+    return domain

@@ -1,0 +1,74 @@
+"""Number formatting for the catalog pages: results as "97.3% ± 0.4", counts as "1,623"."""
+
+from __future__ import annotations
+
+import math
+
+from django import template
+
+from learning.models import Evaluation
+
+register = template.Library()
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def _result(mean: float | None, ci95: float | None, metric: str) -> str:
+    if mean is None:
+        return "—"
+    if metric == Evaluation.Metric.ACCURACY:
+        text = f"{mean * 100:.1f}%"
+        return text if ci95 is None else f"{text} ± {ci95 * 100:.1f}"
+    text = _number(mean)
+    return text if ci95 is None else f"{text} ± {_number(ci95)}"
+
+
+@register.filter
+def result(evaluation: Evaluation) -> str:
+    """The evaluation's mean and 95% CI half-width: accuracy in percent, other metrics as numbers."""
+    return _result(evaluation.mean, evaluation.ci95, evaluation.metric)
+
+
+@register.filter
+def baseline(evaluation: Evaluation) -> str:
+    """The from-scratch baseline on the same episodes, or a dash when none was run."""
+    return _result(evaluation.baseline_mean, evaluation.baseline_ci95, evaluation.metric)
+
+
+@register.filter
+def gain(evaluation: Evaluation) -> str:
+    """How far the model beats the baseline ("+3.1 pts" for accuracy); empty without a baseline.
+
+    For error metrics (MSE) lower is better, so the sign is flipped to keep "+" meaning better.
+    """
+    if evaluation.baseline_mean is None:
+        return ""
+    delta = evaluation.mean - evaluation.baseline_mean
+    if evaluation.metric == Evaluation.Metric.ACCURACY:
+        return f"{delta * 100:+.1f} pts"
+    if evaluation.metric == Evaluation.Metric.MSE:
+        delta = -delta
+    return f"{delta:+.3g}"
+
+
+@register.filter
+def number(value) -> str:
+    """Integers with thousands separators, floats to 4 significant digits, anything else as is."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return _number(value)
+    return "—" if value is None else str(value)
+
+
+@register.filter
+def short_hash(value: str, length: int = 12) -> str:
+    return value[:length] if value else "—"

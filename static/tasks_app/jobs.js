@@ -1,0 +1,141 @@
+// Live job state over websockets. The server-rendered page stands without this script;
+// with it, a snapshot arrives first, then events with sequence numbers. After a
+// reconnect the socket sends a fresh snapshot, so nothing missed while away is lost.
+(function () {
+  "use strict";
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+
+  function connect(path, onMessage, stateEl) {
+    let delay = 500;
+    function open() {
+      const socket = new WebSocket(`${scheme}://${location.host}${path}`);
+      socket.onopen = () => { delay = 500; if (stateEl) stateEl.textContent = "Live"; };
+      socket.onmessage = (e) => onMessage(JSON.parse(e.data));
+      socket.onclose = () => {
+        if (stateEl) stateEl.textContent = "Reconnecting…";
+        setTimeout(open, delay);
+        delay = Math.min(delay * 2, 10000);
+      };
+    }
+    open();
+  }
+
+  function setText(root, selector, text) {
+    const el = root.querySelector(selector);
+    if (el) el.textContent = text;
+  }
+
+  function setProgress(root, job) {
+    const bar = root.querySelector("[data-progress] .progress-bar");
+    if (bar) {
+      bar.style.width = `${job.percent}%`;
+      bar.className = `progress-bar status-${job.status}`;
+    }
+    const wrap = root.querySelector("[data-progress]");
+    if (wrap) wrap.setAttribute("aria-valuenow", Math.round(job.percent));
+    const badge = root.querySelector("[data-status]");
+    if (badge) {
+      badge.textContent = job.status.charAt(0).toUpperCase() + job.status.slice(1);
+      badge.className = `badge status-${job.status}`;
+    }
+  }
+
+  // --- job detail ---------------------------------------------------------------------
+  const detail = document.getElementById("job");
+  if (detail) {
+    const jobId = detail.dataset.job;
+    const snapshot = JSON.parse(document.getElementById("job-snapshot").textContent);
+    let seq = -1;
+    let chart = null;
+    const chartEl = document.getElementById("chart");
+
+    function seriesNames(points) {
+      const names = new Set();
+      points.forEach((p) => Object.keys(p).forEach((k) => { if (k !== "step" && typeof p[k] === "number") names.add(k); }));
+      return [...names];
+    }
+    function drawChart(history) {
+      if (!window.Chart || !chartEl) return;
+      const names = seriesNames(history);
+      const datasets = names.map((name) => ({
+        label: name,
+        data: history.filter((p) => typeof p[name] === "number").map((p) => ({ x: p.step, y: p[name] })),
+        yAxisID: name === "loss" ? "loss" : "metric",
+        borderWidth: 2, pointRadius: 0, tension: 0.2,
+      }));
+      if (chart) { chart.data.datasets = datasets; chart.update("none"); return; }
+      chart = new window.Chart(chartEl, {
+        type: "line",
+        data: { datasets },
+        options: {
+          animation: false, parsing: false, responsive: true,
+          scales: {
+            x: { type: "linear", title: { display: true, text: "step" } },
+            loss: { type: "linear", position: "left", title: { display: true, text: "loss" } },
+            metric: { type: "linear", position: "right", grid: { drawOnChartArea: false }, title: { display: true, text: "metric" } },
+          },
+        },
+      });
+    }
+    let history = snapshot.history || [];
+
+    function render(job) {
+      if (job.seq !== undefined && job.seq < seq) return;  // an older event than what we show
+      seq = job.seq;
+      setProgress(detail, job);
+      setText(detail, "[data-step]", job.step);
+      setText(detail, "[data-total]", job.total);
+      setText(detail, "[data-phase]", job.phase || "");
+      setText(detail, "[data-percent-text]", `${Math.round(job.percent)}%`);
+      const final = ["succeeded", "failed", "cancelled"].includes(job.status);
+      setText(detail, "[data-eta]", job.eta_seconds != null && !final ? `${Math.round(job.eta_seconds)} s` : "—");
+      const error = detail.querySelector("[data-error]");
+      if (error) { error.hidden = !job.error; error.textContent = job.error || ""; }
+      if (job.result_model_url) {
+        const result = detail.querySelector("[data-result]");
+        result.hidden = false;
+        if (!document.getElementById("model-link")) {
+          result.innerHTML = 'Registered model: <a id="model-link"></a>';
+          const link = document.getElementById("model-link");
+          link.href = job.result_model_url;
+          link.textContent = `model #${job.result_model}`;
+        }
+      }
+      if (final) { const cancel = document.querySelector("[data-cancel-form]"); if (cancel) cancel.remove(); }
+      if (job.history) history = job.history;
+      else if (job.point && (!history.length || history[history.length - 1].step !== job.point.step)) history.push(job.point);
+      drawChart(history);
+    }
+    render(snapshot);
+    connect(`/ws/jobs/${jobId}/`, (msg) => {
+      if (msg.type === "snapshot") { seq = -1; render(msg.job); }
+      else if (msg.type === "event") render(msg.job);
+    }, detail.querySelector("[data-live-state]"));
+  }
+
+  // --- job list -----------------------------------------------------------------------
+  const table = document.getElementById("jobs");
+  if (table) {
+    const seqs = {};
+    function renderRow(job) {
+      const row = table.querySelector(`tr[data-job="${job.id}"]`);
+      if (!row || (seqs[job.id] !== undefined && job.seq < seqs[job.id])) return;
+      seqs[job.id] = job.seq;
+      setProgress(row, job);
+      setText(row, "[data-steps]", `${job.step} / ${job.total}`);
+      if (job.result_model_url && !row.querySelector("[data-result] a")) {
+        const link = document.createElement("a");
+        link.href = job.result_model_url;
+        link.textContent = `model #${job.result_model}`;
+        row.querySelector("[data-result]").appendChild(link);
+      }
+    }
+    connect("/ws/dashboard/", (msg) => {
+      if (msg.type === "snapshot") msg.jobs.forEach(renderRow);
+      else if (msg.type === "event") {
+        if (!table.querySelector(`tr[data-job="${msg.job.id}"]`)) location.reload();
+        else renderRow(msg.job);
+      }
+    }, document.querySelector("[data-live-state]"));
+  }
+})();
