@@ -1,0 +1,132 @@
+"""Jobs in the REST API: ``/api/v1/jobs/`` (list, detail, create) and ``/api/v1/jobs/{id}/cancel/``."""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from learning.errors import InvalidInput
+from learning.models import Visibility
+from tasks_app import selectors, services
+from tasks_app.engine_config import MIN_EVAL_EPISODES
+from tasks_app.models import Job
+
+
+class JobSerializer(serializers.ModelSerializer):
+    domain = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    percent = serializers.FloatField(source="progress_percent", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "phase",
+            "domain",
+            "task_spec",
+            "config",
+            "step",
+            "total_steps",
+            "percent",
+            "metrics",
+            "eta_seconds",
+            "history",
+            "queue",
+            "worker_host",
+            "attempts",
+            "heartbeat_at",
+            "cancel_requested",
+            "error_summary",
+            "error_traceback",
+            "result_model",
+            "result_evaluations",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskInputSerializer(serializers.Serializer):
+    """A new task spec, when the job does not name an existing one."""
+
+    n_way = serializers.IntegerField(default=5)
+    k_shot = serializers.IntegerField(default=1)
+    query_size = serializers.IntegerField(default=15)
+    within_group = serializers.BooleanField(default=False)
+    seed = serializers.IntegerField(default=0, min_value=0)
+    split = serializers.JSONField(required=False)
+
+
+class JobCreateSerializer(serializers.Serializer):
+    """The launch request; shapes only. The service checks it against the catalog and the engine."""
+
+    kind = serializers.ChoiceField(choices=[Job.Kind.META_TRAIN], default=Job.Kind.META_TRAIN)
+    domain = serializers.SlugField()
+    algorithm = serializers.CharField(max_length=40)
+    task_spec = serializers.IntegerField(required=False, allow_null=True)
+    task = TaskInputSerializer(required=False)
+    hyperparameters = serializers.DictField(required=False, default=dict)
+    model_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    eval_episodes = serializers.IntegerField(default=MIN_EVAL_EPISODES)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
+
+
+class JobFilter(django_filters.FilterSet):
+    domain = django_filters.CharFilter(field_name="domain__slug")
+    algorithm = django_filters.CharFilter(field_name="config__algorithm")
+
+    class Meta:
+        model = Job
+        fields = ["status", "kind", "queue", "domain", "algorithm"]
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    permission_classes = [permissions.IsAuthenticated]
+    ordering_fields = ["created_at", "status"]
+
+    def get_queryset(self):
+        return selectors.job_list(user=self.request.user).prefetch_related("result_evaluations")
+
+    def handle_exception(self, exc):
+        if isinstance(exc, InvalidInput):
+            exc = ValidationError(exc.as_dict())
+        return super().handle_exception(exc)
+
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    def create(self, request: Request) -> Response:
+        given = JobCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        job = services.job_create_meta_train(
+            owner=request.user,
+            domain_slug=data["domain"],
+            algorithm=data["algorithm"],
+            hyperparameters=data["hyperparameters"],
+            task_spec_id=data.get("task_spec"),
+            task=data.get("task"),
+            model_name=data["model_name"],
+            eval_episodes=data["eval_episodes"],
+            visibility=data["visibility"],
+        )
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        job = services.job_cancel(job=self.get_object())
+        return Response(JobSerializer(job).data)
+
+
+router = SimpleRouter()
+router.register("jobs", JobViewSet, basename="job")
+urlpatterns = [*router.urls]

@@ -1,0 +1,53 @@
+"""Checkpoints of running jobs in artifact storage, so another machine can resume them."""
+
+from __future__ import annotations
+
+import re
+
+from learning.artifacts import artifact_read, artifact_save, artifact_storage, artifacts_delete
+
+_NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
+
+
+def checkpoint_folder(job_id: int) -> str:
+    return f"jobs/{job_id}/checkpoints"
+
+
+class ArtifactCheckpointStore:
+    """The engine's ``CheckpointStore`` over Django's artifact storage, keeping the last ``keep``.
+
+    A new checkpoint is written under a fresh name before older ones are deleted, so a
+    worker killed mid-save still leaves the previous checkpoint whole.
+    """
+
+    def __init__(self, job_id: int, keep: int = 2) -> None:
+        self.folder = checkpoint_folder(job_id)
+        self.keep = keep
+
+    def _steps(self) -> list[int]:
+        storage = artifact_storage()
+        if not storage.exists(self.folder):
+            return []
+        _, files = storage.listdir(self.folder)
+        return sorted(int(m.group(1)) for f in files if (m := _NAME.match(f)))
+
+    def _name(self, step: int) -> str:
+        return f"{self.folder}/step-{step:08d}.safetensors"
+
+    def save(self, step: int, blob: bytes) -> None:
+        artifacts_delete([self._name(step)])  # a resumed run may save the same step again
+        stored = artifact_save(self._name(step), blob)
+        if stored.name != self._name(step):  # the storage renamed it: keep names predictable
+            artifacts_delete([stored.name])
+            raise RuntimeError(f"could not store checkpoint {self._name(step)}")
+        older = [s for s in self._steps() if s != step]
+        artifacts_delete(self._name(s) for s in older[: max(0, len(older) - self.keep + 1)])
+
+    def load_latest(self) -> tuple[int, bytes] | None:
+        steps = self._steps()
+        if not steps:
+            return None
+        return steps[-1], artifact_read(self._name(steps[-1]))
+
+    def clear(self) -> None:
+        artifacts_delete(self._name(s) for s in self._steps())

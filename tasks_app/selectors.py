@@ -1,0 +1,44 @@
+"""Reads of jobs, scoped to the asking user."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from tasks_app.models import Job
+
+
+def job_list(*, user) -> QuerySet[Job]:
+    return Job.objects.visible_to(user).select_related("domain", "task_spec", "result_model", "owner")
+
+
+def job_get(*, user, pk: int) -> Job:
+    """The job if ``user`` may see it; anyone else gets 404, as if it did not exist."""
+    try:
+        return job_list(user=user).get(pk=pk)
+    except Job.DoesNotExist as exc:
+        raise Http404(f"no job {pk}") from exc
+
+
+def job_snapshot(job: Job) -> dict:
+    """The job's state as pages and sockets show it (the same shape as a progress event)."""
+    return {
+        "id": job.pk,
+        "seq": job.event_seq,
+        "kind": job.kind,
+        "status": job.status,
+        "phase": job.phase,
+        "step": job.step,
+        "total": job.total_steps,
+        "percent": round(job.progress_percent, 1),
+        "metrics": job.metrics,
+        "eta_seconds": job.eta_seconds,
+        "history": job.history,
+        "error": job.error_summary,
+        "attempts": job.attempts,
+        "result_model": job.result_model_id,
+        "result_model_url": f"/models/{job.result_model_id}/" if job.result_model_id else None,
+        "updated": (job.heartbeat_at or job.created_at).isoformat()
+        if (job.heartbeat_at or job.created_at)
+        else None,
+    }

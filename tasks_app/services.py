@@ -1,0 +1,399 @@
+"""Job lifecycle: create (validate, write, enqueue on commit), cancel, run, and the watchdog.
+
+``job_run`` is what a Celery worker executes; it is idempotent: a job already final,
+or running on a live worker, is left alone, and a job whose worker died resumes from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404
+from django.utils import timezone
+
+from learning import selectors as catalog
+from learning.artifacts import artifact_read
+from learning.errors import InvalidInput
+from learning.models import Evaluation, SourceDomain, TaskSpec, Visibility
+from learning.services.models import evaluation_create, metamodel_register
+from learning.services.task_specs import split_classes, task_spec_create
+from tasks_app.checkpoints import ArtifactCheckpointStore
+from tasks_app.engine_config import MAX_EVAL_EPISODES, MIN_EVAL_EPISODES, engine_config_for
+from tasks_app.models import Job
+from tasks_app.recorder import JobProgressRecorder, publish_job
+
+logger = logging.getLogger(__name__)
+
+TRACEBACK_LIMIT = 8000
+"""Characters of a failure's traceback kept on the Job row (its end, where the error is)."""
+
+TRAINING_QUEUE = "gpu"
+LIGHT_QUEUE = "cpu"
+
+
+# --- create and cancel -----------------------------------------------------------------
+
+
+def _visible_task_spec(*, user, domain: SourceDomain, task_spec_id: Any) -> TaskSpec:
+    try:
+        spec = catalog.task_spec_list(user=user).get(pk=int(task_spec_id))
+    except (TypeError, ValueError, TaskSpec.DoesNotExist) as exc:
+        raise InvalidInput(f"no task spec {task_spec_id!r}", field="task_spec") from exc
+    if spec.domain_id != domain.pk:
+        raise InvalidInput(
+            f"task spec {spec.pk} is over {spec.domain.name!r}, not {domain.name!r}", field="task_spec"
+        )
+    return spec
+
+
+def _eval_episodes(value: Any) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_EVAL_EPISODES <= value <= MAX_EVAL_EPISODES
+    ):
+        raise InvalidInput(
+            f"eval_episodes must be a whole number from {MIN_EVAL_EPISODES} to {MAX_EVAL_EPISODES}, "
+            f"got {value!r}",
+            field="eval_episodes",
+        )
+    return value
+
+
+@transaction.atomic
+def job_create_meta_train(
+    *,
+    owner,
+    domain_slug: str,
+    algorithm: str,
+    hyperparameters: dict[str, Any] | None = None,
+    task_spec_id: int | None = None,
+    task: dict[str, Any] | None = None,
+    model_name: str = "",
+    eval_episodes: int = MIN_EVAL_EPISODES,
+    visibility: str = Visibility.PUBLIC,
+) -> Job:
+    """Validate a meta-training request against the catalog and the engine, write the Job, enqueue it.
+
+    ``task_spec_id`` picks an existing task spec; otherwise ``task`` (n_way, k_shot,
+    query_size, within_group, seed, split) defines a new one. Every check runs before the
+    first write, and a failure rolls back a task spec created for this request.
+    """
+    try:
+        domain = catalog.domain_get(user=owner, slug=domain_slug)
+    except Http404 as exc:
+        raise InvalidInput(f"no domain {domain_slug!r}", field="domain") from exc
+    if visibility not in Visibility.values:
+        raise InvalidInput(
+            f"visibility must be one of {Visibility.values}, got {visibility!r}", field="visibility"
+        )
+    eval_episodes = _eval_episodes(eval_episodes)
+    if task_spec_id not in (None, ""):
+        spec = _visible_task_spec(user=owner, domain=domain, task_spec_id=task_spec_id)
+    else:
+        spec = task_spec_create(domain=domain, owner=owner, visibility=visibility, **(task or {}))
+    engine = engine_config_for(
+        algorithm=algorithm, hyperparameters=hyperparameters or {}, domain=domain, task_spec=spec
+    )
+    if domain.is_image and not split_classes(domain=domain, split=spec.split, part="meta_test"):
+        raise InvalidInput("the task spec's meta-test split is empty", field="task_spec")
+    job = Job.objects.create(
+        kind=Job.Kind.META_TRAIN,
+        owner=owner,
+        domain=domain,
+        task_spec=spec,
+        queue=TRAINING_QUEUE,
+        total_steps=engine.get("steps", 0),
+        config={
+            "algorithm": algorithm,
+            "engine": engine,
+            "model_name": model_name.strip() or f"{algorithm} on {domain.name}",
+            "eval_episodes": eval_episodes,
+            "visibility": visibility,
+        },
+    )
+    job_enqueue_on_commit(job)
+    return job
+
+
+def job_enqueue_on_commit(job: Job) -> None:
+    """Queue the job's task once the row is committed, so a worker never sees a missing job.
+
+    If the broker cannot be reached the job is failed with that reason rather than left
+    queued forever.
+    """
+    job_id, queue = job.pk, job.queue
+
+    def enqueue() -> None:
+        from tasks_app.tasks import run_job
+
+        try:
+            run_job.apply_async(args=[job_id], queue=queue)
+        except Exception as exc:
+            logger.exception("could not enqueue job %s", job_id)
+            failed = Job.objects.get(pk=job_id)
+            _finish_failed(failed, f"could not reach the job queue: {exc}"[:500], "")
+
+    transaction.on_commit(enqueue)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next step."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_final:
+            raise InvalidInput(f"job {job.pk} has already {job.status}", field="status")
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.status == Job.Status.QUEUED:
+            job.status, job.finished_at = Job.Status.CANCELLED, timezone.now()
+            fields += ["status", "finished_at"]
+        job.save(update_fields=fields)
+    publish_job(job)
+    return job
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def heartbeat_timeout() -> timedelta:
+    return timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
+
+
+def _claim(job_id: int, worker_host: str) -> Job | None:
+    """Mark the job running on this worker, or return None if it is not ours to run."""
+    stale_before = timezone.now() - heartbeat_timeout()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.is_final:
+            return None
+        if job.status == Job.Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
+            return None  # a duplicate delivery while a live worker has it
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            _finish_failed(job, f"gave up after {job.attempts} attempts; the worker was lost each time", "")
+            return None
+        now = timezone.now()
+        job.status, job.worker_host, job.heartbeat_at = Job.Status.RUNNING, worker_host, now
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        job.phase = "starting" if job.attempts == 1 else "resuming"
+        job.save(update_fields=["status", "worker_host", "heartbeat_at", "attempts", "started_at", "phase"])
+    publish_job(job)
+    return job
+
+
+class _Heartbeat:
+    """Keeps ``heartbeat_at`` fresh from a thread while the job runs, even in long steps."""
+
+    def __init__(self, job_id: int, interval: float) -> None:
+        self.job_id, self.interval = job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+
+class _CancelPoll:
+    """``should_stop`` for the engine: reads the cancel flag at most every ``interval`` seconds."""
+
+    def __init__(self, job_id: int, interval: float = 0.3) -> None:
+        self.job_id, self.interval = job_id, interval
+        self._next = 0.0
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if not self._cancelled and now >= self._next:
+            self._next = now + self.interval
+            self._cancelled = Job.objects.filter(pk=self.job_id, cancel_requested=True).exists()
+        return self._cancelled
+
+
+def _domain_data(domain: SourceDomain):
+    """The engine's data object for a domain: image arrays, or a function family."""
+    if domain.is_image:
+        from learning.engine.data import load_image_arrays
+
+        return load_image_arrays(io.BytesIO(artifact_read(domain.arrays_file)))
+    from learning.engine.functions import FunctionFamily
+
+    return FunctionFamily.from_spec(domain.generator)
+
+
+def job_run(*, job_id: int, worker_host: str | None = None) -> None:
+    """Run (or resume) a job to a final status. Safe to call again with the same id."""
+    job = _claim(job_id, worker_host or socket.gethostname())
+    if job is None:
+        return
+    try:
+        with _Heartbeat(job.pk, settings.JOB_HEARTBEAT_INTERVAL):
+            if job.kind == Job.Kind.META_TRAIN:
+                _run_meta_train(job)
+            else:
+                raise InvalidInput(f"job kind {job.kind!r} is not runnable yet")
+    except Exception as exc:
+        job.refresh_from_db()
+        _finish_failed(job, f"{type(exc).__name__}: {exc}"[:500], traceback.format_exc()[-TRACEBACK_LIMIT:])
+        logger.exception("job %s failed", job.pk)
+
+
+def _run_meta_train(job: Job) -> None:
+    from learning.engine.algorithms import train
+    from learning.engine.weights import weights_to_bytes
+
+    data = _domain_data(job.domain)
+    recorder = JobProgressRecorder(job)
+    store = ArtifactCheckpointStore(job.pk)
+    result = train(
+        job.config["engine"], data, on_progress=recorder, should_stop=_CancelPoll(job.pk), checkpoint=store
+    )
+    if result.stopped:
+        _finish(job, Job.Status.CANCELLED)
+        return
+
+    recorder.write(
+        step=result.steps_done,
+        total=job.total_steps,
+        metrics=job_metrics(result),
+        eta=0.0,
+        phase="evaluating",
+    )
+    evaluation_numbers = _evaluate_on_meta_test(job, result, data)
+    model = metamodel_register(
+        name=job.config["model_name"],
+        algorithm=result.algorithm,
+        architecture=result.model_config["arch"],
+        weights=weights_to_bytes(result.weights, result.model_config, result.algorithm),
+        hyperparameters={**job.config["engine"], "model_config": result.model_config},
+        trained_on=[job.domain],
+        task_spec=job.task_spec,
+        metrics=job_metrics(result),
+        description=f"Meta-trained by job {job.pk}.",
+        owner=job.owner,
+        visibility=job.config["visibility"],
+    )
+    evaluations = [
+        evaluation_create(model=model, target_domain=job.domain, task_spec=job.task_spec, **numbers)
+        for numbers in evaluation_numbers
+    ]
+    store.clear()
+    _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=evaluations)
+
+
+def job_metrics(result) -> dict[str, float]:
+    return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+
+def _evaluate_on_meta_test(job: Job, result, data) -> list[dict[str, Any]]:
+    """The literature's protocol on classes never seen in meta-training; returns Evaluation fields."""
+    from learning.engine.evaluation import evaluate_classifier
+
+    spec, domain = job.task_spec, job.domain
+    outcome = evaluate_classifier(
+        result.algorithm,
+        result.weights,
+        result.model_config,
+        data,
+        classes=split_classes(domain=domain, split=spec.split, part="meta_test"),
+        n_way=spec.n_way,
+        k_shot=spec.k_shot,
+        query=spec.query_size,
+        within_group=spec.within_group,
+        episodes=job.config["eval_episodes"],
+        seed=spec.seed,
+        seen_class_names=result.train_class_names,
+    )
+    return [
+        {
+            "shots": spec.k_shot,
+            "metric": Evaluation.Metric.ACCURACY,
+            "mean": outcome.mean,
+            "ci95": outcome.ci95,
+            "episodes": outcome.episodes,
+        }
+    ]
+
+
+def _finish(job: Job, status: str, *, model=None, evaluations=()) -> None:
+    with transaction.atomic():
+        job.status, job.finished_at, job.phase = status, timezone.now(), ""
+        job.result_model = model
+        if status == Job.Status.SUCCEEDED:
+            job.step = job.total_steps
+        job.event_seq += 1
+        job.save(update_fields=["status", "finished_at", "phase", "result_model", "step", "event_seq"])
+        if evaluations:
+            job.result_evaluations.set(evaluations)
+    transaction.on_commit(lambda: publish_job(job))
+
+
+def _finish_failed(job: Job, summary: str, tb: str) -> None:
+    job.error_summary, job.error_traceback = summary, tb
+    job.save(update_fields=["error_summary", "error_traceback"])
+    _finish(job, Job.Status.FAILED)
+
+
+# --- the watchdog -----------------------------------------------------------------------
+
+
+def jobs_recover_stale() -> list[int]:
+    """Find running jobs whose heartbeat stopped; requeue them to resume, or fail them for good.
+
+    A worker killed mid-job stops its heartbeat. The job is queued again (it resumes
+    from its last checkpoint) until it has used ``JOB_MAX_ATTEMPTS``; then it is marked
+    failed with the reason. Returns the ids it touched.
+    """
+    stale_before = timezone.now() - heartbeat_timeout()
+    touched: list[int] = []
+    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True)
+    )
+    for job_id in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if job.status != Job.Status.RUNNING or (job.heartbeat_at and job.heartbeat_at >= stale_before):
+                continue
+            last = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
+            if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+                _finish_failed(
+                    job,
+                    f"the worker on {job.worker_host or '?'} stopped sending heartbeats "
+                    f"(last {last}) and all {job.attempts} attempts are used",
+                    "",
+                )
+            else:
+                job.status, job.phase = Job.Status.QUEUED, f"requeued: worker lost (last heartbeat {last})"
+                job.save(update_fields=["status", "phase"])
+                job_enqueue_on_commit(job)
+                transaction.on_commit(lambda job=job: publish_job(job))
+            touched.append(job_id)
+    return touched

@@ -1,0 +1,60 @@
+"""Job pages: the launch form, the live job list and the live job detail."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from learning import selectors as catalog
+from learning.errors import InvalidInput
+from tasks_app import selectors, services
+from tasks_app.forms import MetaTrainForm
+
+FORM_FIELDS = set(MetaTrainForm.base_fields)
+
+
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.job_list(user=request.user), 25).get_page(request.GET.get("page"))
+    return render(request, "tasks_app/job_list.html", {"page": page, "jobs": page.object_list})
+
+
+@login_required
+def job_launch(request: HttpRequest) -> HttpResponse:
+    choices = {
+        "domains": catalog.domain_list(user=request.user).order_by("name"),
+        "task_specs": catalog.task_spec_list(user=request.user).order_by("domain__name", "name"),
+    }
+    initial = {"domain": request.GET.get("domain", "")}
+    form = MetaTrainForm(request.POST or None, initial=initial, **choices)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = services.job_create_meta_train(owner=request.user, **form.service_arguments())
+        except InvalidInput as err:
+            form.add_error(err.field if err.field in FORM_FIELDS else None, err.message)
+        else:
+            messages.success(request, f"Job {job.pk} is queued.")
+            return redirect("job-detail", pk=job.pk)
+    return render(request, "tasks_app/job_form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.job_get(user=request.user, pk=pk)
+    return render(request, "tasks_app/job_detail.html", {"job": job, "snapshot": selectors.job_snapshot(job)})
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.job_get(user=request.user, pk=pk)
+    try:
+        services.job_cancel(job=job)
+        messages.info(request, f"Job {job.pk} is stopping.")
+    except InvalidInput as err:
+        messages.error(request, err.message)
+    return redirect("job-detail", pk=job.pk)
