@@ -78,7 +78,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{embedded.var_path(VAR_DIR, 'metakb.sqlite3')}"),
 }
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that worker processes started by the tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(embedded.var_path(VAR_DIR, "test-db.sqlite3"))}
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and channel layer -------------------------------------------
@@ -101,7 +104,10 @@ CELERY_TASK_ROUTES = {
     "tasks_app.tasks.recover_stale_jobs": {"queue": "cpu"},
 }
 CELERY_BEAT_SCHEDULE = {
-    "recover-stale-jobs": {"task": "tasks_app.tasks.recover_stale_jobs", "schedule": 10.0},
+    "recover-stale-jobs": {
+        "task": "tasks_app.tasks.recover_stale_jobs",
+        "schedule": env.float("JOB_WATCHDOG_INTERVAL", default=10.0),
+    },
 }
 # A killed worker's unacknowledged job comes back after this long at the latest; the
 # heartbeat watchdog below usually requeues it much sooner.

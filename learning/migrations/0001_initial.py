@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,111 +14,288 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='SourceDomain',
+            name="SourceDomain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('visibility', models.CharField(choices=[('public', 'Public'), ('private', 'Private')], default='public', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('slug', models.SlugField(max_length=200, unique=True)),
-                ('modality', models.CharField(choices=[('image_classification', 'Image classification'), ('function_regression', 'Function regression')], max_length=40)),
-                ('description', models.TextField(blank=True)),
-                ('citation', models.TextField(blank=True)),
-                ('license', models.CharField(blank=True, max_length=200)),
-                ('origin', models.CharField(choices=[('builtin', 'Built in'), ('upload', 'Uploaded'), ('url', 'From a URL')], max_length=20)),
-                ('source_url', models.URLField(blank=True, max_length=1000)),
-                ('content_sha256', models.CharField(blank=True, help_text='sha256 of the normalized data.', max_length=64)),
-                ('class_count', models.PositiveIntegerField(default=0)),
-                ('example_count', models.PositiveIntegerField(default=0)),
-                ('classes', models.JSONField(blank=True, default=list, help_text='[{"name", "group", "count"}] in label order.')),
-                ('class_groups', models.JSONField(blank=True, default=list, help_text='[{"name", "class_count"}], sorted.')),
-                ('generator', models.JSONField(blank=True, default=dict, help_text='Parameters of a function family.')),
-                ('arrays_file', models.CharField(blank=True, help_text='Artifact name of the .npz arrays.', max_length=500)),
-                ('arrays_size', models.PositiveBigIntegerField(default=0)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "visibility",
+                    models.CharField(
+                        choices=[("public", "Public"), ("private", "Private")],
+                        default="public",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("slug", models.SlugField(max_length=200, unique=True)),
+                (
+                    "modality",
+                    models.CharField(
+                        choices=[
+                            ("image_classification", "Image classification"),
+                            ("function_regression", "Function regression"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("citation", models.TextField(blank=True)),
+                ("license", models.CharField(blank=True, max_length=200)),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[("builtin", "Built in"), ("upload", "Uploaded"), ("url", "From a URL")],
+                        max_length=20,
+                    ),
+                ),
+                ("source_url", models.URLField(blank=True, max_length=1000)),
+                (
+                    "content_sha256",
+                    models.CharField(blank=True, help_text="sha256 of the normalized data.", max_length=64),
+                ),
+                ("class_count", models.PositiveIntegerField(default=0)),
+                ("example_count", models.PositiveIntegerField(default=0)),
+                (
+                    "classes",
+                    models.JSONField(
+                        blank=True, default=list, help_text='[{"name", "group", "count"}] in label order.'
+                    ),
+                ),
+                (
+                    "class_groups",
+                    models.JSONField(
+                        blank=True, default=list, help_text='[{"name", "class_count"}], sorted.'
+                    ),
+                ),
+                (
+                    "generator",
+                    models.JSONField(blank=True, default=dict, help_text="Parameters of a function family."),
+                ),
+                (
+                    "arrays_file",
+                    models.CharField(
+                        blank=True, help_text="Artifact name of the .npz arrays.", max_length=500
+                    ),
+                ),
+                ("arrays_size", models.PositiveBigIntegerField(default=0)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'abstract': False,
+                "ordering": ["-created_at", "-id"],
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='TaskSpec',
+            name="TaskSpec",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('visibility', models.CharField(choices=[('public', 'Public'), ('private', 'Private')], default='public', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('name', models.CharField(max_length=200)),
-                ('split', models.JSONField(default=dict)),
-                ('n_way', models.PositiveIntegerField()),
-                ('k_shot', models.PositiveIntegerField()),
-                ('query_size', models.PositiveIntegerField()),
-                ('within_group', models.BooleanField(default=False)),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('identity_hash', models.CharField(db_index=True, max_length=64)),
-                ('domain', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='task_specs', to='learning.sourcedomain')),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "visibility",
+                    models.CharField(
+                        choices=[("public", "Public"), ("private", "Private")],
+                        default="public",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("name", models.CharField(max_length=200)),
+                ("split", models.JSONField(default=dict)),
+                ("n_way", models.PositiveIntegerField()),
+                ("k_shot", models.PositiveIntegerField()),
+                ("query_size", models.PositiveIntegerField()),
+                ("within_group", models.BooleanField(default=False)),
+                ("seed", models.PositiveIntegerField(default=0)),
+                ("identity_hash", models.CharField(db_index=True, max_length=64)),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="task_specs",
+                        to="learning.sourcedomain",
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'abstract': False,
+                "ordering": ["-created_at", "-id"],
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='MetaModel',
+            name="MetaModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('visibility', models.CharField(choices=[('public', 'Public'), ('private', 'Private')], default='public', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('algorithm', models.CharField(max_length=40)),
-                ('architecture', models.CharField(max_length=40)),
-                ('hyperparameters', models.JSONField(blank=True, default=dict)),
-                ('weights_file', models.CharField(blank=True, help_text='Artifact name of the weights.', max_length=500)),
-                ('weights_sha256', models.CharField(blank=True, max_length=64)),
-                ('weights_size', models.PositiveBigIntegerField(default=0)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('parent', models.ForeignKey(blank=True, help_text='The source model this one was transferred from.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='learning.metamodel')),
-                ('trained_on', models.ManyToManyField(blank=True, related_name='models', to='learning.sourcedomain')),
-                ('task_spec', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='models', to='learning.taskspec')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "visibility",
+                    models.CharField(
+                        choices=[("public", "Public"), ("private", "Private")],
+                        default="public",
+                        max_length=10,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("algorithm", models.CharField(max_length=40)),
+                ("architecture", models.CharField(max_length=40)),
+                ("hyperparameters", models.JSONField(blank=True, default=dict)),
+                (
+                    "weights_file",
+                    models.CharField(blank=True, help_text="Artifact name of the weights.", max_length=500),
+                ),
+                ("weights_sha256", models.CharField(blank=True, max_length=64)),
+                ("weights_size", models.PositiveBigIntegerField(default=0)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The source model this one was transferred from.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="learning.metamodel",
+                    ),
+                ),
+                (
+                    "trained_on",
+                    models.ManyToManyField(blank=True, related_name="models", to="learning.sourcedomain"),
+                ),
+                (
+                    "task_spec",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="models",
+                        to="learning.taskspec",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'abstract': False,
+                "ordering": ["-created_at", "-id"],
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='Evaluation',
+            name="Evaluation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('shots', models.PositiveIntegerField()),
-                ('metric', models.CharField(choices=[('accuracy', 'Accuracy'), ('mse', 'Mean squared error'), ('log_likelihood', 'Log-likelihood')], max_length=40)),
-                ('mean', models.FloatField()),
-                ('ci95', models.FloatField()),
-                ('episodes', models.PositiveIntegerField()),
-                ('baseline_mean', models.FloatField(blank=True, null=True)),
-                ('baseline_ci95', models.FloatField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='evaluations', to='learning.metamodel')),
-                ('target_domain', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='learning.sourcedomain')),
-                ('task_spec', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='learning.taskspec')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("shots", models.PositiveIntegerField()),
+                (
+                    "metric",
+                    models.CharField(
+                        choices=[
+                            ("accuracy", "Accuracy"),
+                            ("mse", "Mean squared error"),
+                            ("log_likelihood", "Log-likelihood"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("mean", models.FloatField()),
+                ("ci95", models.FloatField()),
+                ("episodes", models.PositiveIntegerField()),
+                ("baseline_mean", models.FloatField(blank=True, null=True)),
+                ("baseline_ci95", models.FloatField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="evaluations",
+                        to="learning.metamodel",
+                    ),
+                ),
+                (
+                    "target_domain",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="evaluations",
+                        to="learning.sourcedomain",
+                    ),
+                ),
+                (
+                    "task_spec",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="evaluations",
+                        to="learning.taskspec",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='sourcedomain',
-            constraint=models.UniqueConstraint(condition=models.Q(('content_sha256', ''), _negated=True), fields=('content_sha256',), name='unique_domain_content'),
+            model_name="sourcedomain",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("content_sha256", ""), _negated=True),
+                fields=("content_sha256",),
+                name="unique_domain_content",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='evaluation',
-            constraint=models.CheckConstraint(condition=models.Q(('episodes__gte', 1)), name='evaluation_has_episodes'),
+            model_name="evaluation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("episodes__gte", 1)), name="evaluation_has_episodes"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='evaluation',
-            constraint=models.CheckConstraint(condition=models.Q(('ci95__gte', 0)), name='evaluation_ci_not_negative'),
+            model_name="evaluation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("ci95__gte", 0)), name="evaluation_ci_not_negative"
+            ),
         ),
     ]
