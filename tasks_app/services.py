@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,8 @@ from tasks_app.checkpoints import ArtifactCheckpointStore
 from tasks_app.engine_config import MAX_EVAL_EPISODES, MIN_EVAL_EPISODES, engine_config_for
 from tasks_app.models import Job
 from tasks_app.recorder import JobProgressRecorder, publish_job
+
+ProgressFn = Callable[[dict[str, Any]], None]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ def job_create_meta_train(
     model_name: str = "",
     eval_episodes: int = MIN_EVAL_EPISODES,
     visibility: str = Visibility.PUBLIC,
+    enqueue: bool = True,
 ) -> Job:
     """Validate a meta-training request against the catalog and the engine, write the Job, enqueue it.
 
@@ -122,7 +126,51 @@ def job_create_meta_train(
             "visibility": visibility,
         },
     )
-    job_enqueue_on_commit(job)
+    if enqueue:
+        job_enqueue_on_commit(job)
+    return job
+
+
+@transaction.atomic
+def job_create_evaluate(
+    *,
+    owner,
+    model_id: int,
+    task_spec_id: int | None = None,
+    episodes: int = MIN_EVAL_EPISODES,
+    enqueue: bool = True,
+) -> Job:
+    """Validate a request to evaluate a catalog model on a task spec's meta-test classes, write the Job.
+
+    Without ``task_spec_id`` the model's own task spec is used. Light work: queue ``cpu``.
+    """
+    try:
+        model = catalog.metamodel_get(user=owner, pk=int(model_id))
+    except (Http404, TypeError, ValueError) as exc:
+        raise InvalidInput(f"no model {model_id!r}", field="model") from exc
+    if model.algorithm not in ("protonet", "maml", "fomaml", "reptile", "siamese"):
+        raise InvalidInput(f"{model.algorithm!r} models are not evaluated on image episodes", field="model")
+    if task_spec_id in (None, ""):
+        if model.task_spec is None:
+            raise InvalidInput("the model has no task spec of its own; name one", field="task_spec")
+        task_spec_id = model.task_spec_id
+    spec = catalog.task_spec_list(user=owner).filter(pk=task_spec_id).first()
+    if spec is None:
+        raise InvalidInput(f"no task spec {task_spec_id!r}", field="task_spec")
+    if not spec.domain.is_image:
+        raise InvalidInput("evaluation jobs run on image domains", field="task_spec")
+    job = Job.objects.create(
+        kind=Job.Kind.EVALUATE,
+        owner=owner,
+        domain=spec.domain,
+        task_spec=spec,
+        source_model=model,
+        queue=LIGHT_QUEUE,
+        total_steps=1,
+        config={"algorithm": model.algorithm, "eval_episodes": _eval_episodes(episodes)},
+    )
+    if enqueue:
+        job_enqueue_on_commit(job)
     return job
 
 
@@ -249,15 +297,20 @@ def _domain_data(domain: SourceDomain):
     return FunctionFamily.from_spec(domain.generator)
 
 
-def job_run(*, job_id: int, worker_host: str | None = None) -> None:
-    """Run (or resume) a job to a final status. Safe to call again with the same id."""
+def job_run(*, job_id: int, worker_host: str | None = None, also_report: ProgressFn | None = None) -> None:
+    """Run (or resume) a job to a final status. Safe to call again with the same id.
+
+    ``also_report`` receives every engine progress event too (the command line's progress bar).
+    """
     job = _claim(job_id, worker_host or socket.gethostname())
     if job is None:
         return
     try:
         with _Heartbeat(job.pk, settings.JOB_HEARTBEAT_INTERVAL):
             if job.kind == Job.Kind.META_TRAIN:
-                _run_meta_train(job)
+                _run_meta_train(job, also_report)
+            elif job.kind == Job.Kind.EVALUATE:
+                _run_evaluate(job)
             else:
                 raise InvalidInput(f"job kind {job.kind!r} is not runnable yet")
     except Exception as exc:
@@ -266,15 +319,21 @@ def job_run(*, job_id: int, worker_host: str | None = None) -> None:
         logger.exception("job %s failed", job.pk)
 
 
-def _run_meta_train(job: Job) -> None:
+def _run_meta_train(job: Job, also_report: ProgressFn | None) -> None:
     from learning.engine.algorithms import train
     from learning.engine.weights import weights_to_bytes
 
     data = _domain_data(job.domain)
     recorder = JobProgressRecorder(job)
+
+    def on_progress(event: dict[str, Any]) -> None:
+        recorder(event)
+        if also_report is not None:
+            also_report(event)
+
     store = ArtifactCheckpointStore(job.pk)
     result = train(
-        job.config["engine"], data, on_progress=recorder, should_stop=_CancelPoll(job.pk), checkpoint=store
+        job.config["engine"], data, on_progress=on_progress, should_stop=_CancelPoll(job.pk), checkpoint=store
     )
     if result.stopped:
         _finish(job, Job.Status.CANCELLED)
@@ -315,13 +374,21 @@ def job_metrics(result) -> dict[str, float]:
 
 def _evaluate_on_meta_test(job: Job, result, data) -> list[dict[str, Any]]:
     """The literature's protocol on classes never seen in meta-training; returns Evaluation fields."""
+    return [
+        _evaluate_weights(
+            job, result.algorithm, result.weights, result.model_config, data, seen=result.train_class_names
+        )
+    ]
+
+
+def _evaluate_weights(job: Job, algorithm: str, weights, model_config, data, *, seen=None) -> dict[str, Any]:
     from learning.engine.evaluation import evaluate_classifier
 
     spec, domain = job.task_spec, job.domain
     outcome = evaluate_classifier(
-        result.algorithm,
-        result.weights,
-        result.model_config,
+        algorithm,
+        weights,
+        model_config,
         data,
         classes=split_classes(domain=domain, split=spec.split, part="meta_test"),
         n_way=spec.n_way,
@@ -330,17 +397,34 @@ def _evaluate_on_meta_test(job: Job, result, data) -> list[dict[str, Any]]:
         within_group=spec.within_group,
         episodes=job.config["eval_episodes"],
         seed=spec.seed,
-        seen_class_names=result.train_class_names,
+        seen_class_names=seen,
     )
-    return [
-        {
-            "shots": spec.k_shot,
-            "metric": Evaluation.Metric.ACCURACY,
-            "mean": outcome.mean,
-            "ci95": outcome.ci95,
-            "episodes": outcome.episodes,
-        }
-    ]
+    return {
+        "shots": spec.k_shot,
+        "metric": Evaluation.Metric.ACCURACY,
+        "mean": outcome.mean,
+        "ci95": outcome.ci95,
+        "episodes": outcome.episodes,
+    }
+
+
+def _run_evaluate(job: Job) -> None:
+    from learning.engine.weights import weights_from_bytes
+
+    model = job.source_model
+    weights, model_config, algorithm = weights_from_bytes(artifact_read(model.weights_file))
+    JobProgressRecorder(job).write(step=0, total=1, metrics={}, eta=None, phase="evaluating")
+    seen = None
+    if model.task_spec is not None and model.task_spec.domain_id == job.domain_id:
+        # Evaluating on the training domain: the engine refuses classes the model was trained on.
+        domain = job.domain
+        seen = [
+            domain.classes[i]["name"]
+            for i in split_classes(domain=domain, split=model.task_spec.split, part="meta_train")
+        ]
+    numbers = _evaluate_weights(job, algorithm, weights, model_config, _domain_data(job.domain), seen=seen)
+    evaluation = evaluation_create(model=model, target_domain=job.domain, task_spec=job.task_spec, **numbers)
+    _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=[evaluation])
 
 
 def _finish(job: Job, status: str, *, model=None, evaluations=()) -> None:

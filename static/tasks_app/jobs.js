@@ -98,8 +98,19 @@
           result.innerHTML = 'Registered model: <a id="model-link"></a>';
           const link = document.getElementById("model-link");
           link.href = job.result_model_url;
-          link.textContent = `model #${job.result_model}`;
+          link.textContent = job.result_model_name || `model #${job.result_model}`;
         }
+      }
+      const metrics = detail.parentElement.querySelector("[data-metrics]");
+      if (metrics && job.metrics && Object.keys(job.metrics).length) {
+        metrics.replaceChildren(...Object.entries(job.metrics).flatMap(([name, value]) => {
+          const dt = document.createElement("dt");
+          const dd = document.createElement("dd");
+          dt.textContent = name;
+          dd.className = "mono";
+          dd.textContent = typeof value === "number" ? value.toFixed(4) : String(value);
+          return [dt, dd];
+        }));
       }
       if (final) { const cancel = document.querySelector("[data-cancel-form]"); if (cancel) cancel.remove(); }
       if (job.history) history = job.history;
@@ -126,7 +137,7 @@
       if (job.result_model_url && !row.querySelector("[data-result] a")) {
         const link = document.createElement("a");
         link.href = job.result_model_url;
-        link.textContent = `model #${job.result_model}`;
+        link.textContent = job.result_model_name || `model #${job.result_model}`;
         row.querySelector("[data-result]").appendChild(link);
       }
     }

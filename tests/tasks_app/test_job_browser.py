@@ -1,0 +1,79 @@
+"""A person's path through the site in real headless Chromium (Debian's package, driven by Playwright).
+
+Log in, open the launch form, submit a small job, watch the progress bar reach 100% live
+and the model link appear. The screenshot is kept under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tasks_app.models import Job
+
+pytestmark = [pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_launch_a_job_in_the_browser_and_watch_it_finish_live(processes, django_user_model, digits, settings):
+    from playwright.sync_api import expect, sync_playwright
+
+    # given the site, a worker and a user (hashed as the server process will check it)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    django_user_model.objects.create_user(username="grace", password="a-long-password-1")
+    processes.worker("w1")
+    base = processes.server()
+    shots = Path(settings.BASE_DIR) / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        try:
+            # when the user logs in and launches a small ProtoNet on the digits
+            page.goto(f"{base}/accounts/login/?next=/jobs/new/")
+            page.fill("input[name=username]", "grace")
+            page.fill("input[name=password]", "a-long-password-1")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/jobs/new/")
+            page.select_option("select[name=domain]", "digits")
+            page.fill("input[name=n_way]", "5")
+            page.fill("input[name=query_size]", "5")
+            page.fill("input[name=steps]", "60")
+            page.fill("input[name=meta_batch]", "1")
+            page.fill("input[name=model_name]", "browser protonet")
+            page.click("#launch")
+            page.wait_for_url("**/jobs/*/")
+
+            # then the page goes live, the bar reaches 100% and the model link appears, without a reload
+            expect(page.locator("[data-live-state]")).to_have_text("Live", timeout=30_000)
+            expect(page.locator("[data-progress]")).to_have_attribute("aria-valuenow", "100", timeout=300_000)
+            expect(page.locator("#model-link")).to_be_visible(timeout=300_000)
+            expect(page.locator("[data-status]")).to_have_text("Succeeded")
+            page.screenshot(path=str(shots / "job-finished.png"), full_page=True)
+            model_url = page.locator("#model-link").get_attribute("href")
+            page.click("#model-link")
+            page.wait_for_url(f"**{model_url}")
+            expect(page.locator("h1")).to_contain_text("browser protonet")
+        except Exception:
+            page.screenshot(path=str(shots / "job-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    job = Job.objects.get()
+    assert job.status == "succeeded" and job.result_model.name == "browser protonet"
