@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
@@ -261,9 +261,13 @@ class _Heartbeat:
 
         try:
             while not self._stop.wait(self.interval):
-                Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:
+                    # A missed beat is harmless (the watchdog waits several); a crashed thread is not.
+                    logger.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
         finally:
             connection.close()
 
