@@ -1,7 +1,7 @@
 """The progress recorder: engine progress events → the Job row, then the channel layer.
 
 The Job row is updated at most every ``min_interval`` seconds (and always for the
-final step), and each update bumps ``event_seq`` and is sent to ``job.<id>`` and the
+first and the final step), and each update bumps ``event_seq`` and is sent to ``job.<id>`` and the
 owner's dashboard group with that sequence number.
 """
 
@@ -35,13 +35,13 @@ class JobProgressRecorder:
         self.owner_id = job.owner_id
         self.min_interval = min_interval
         self.history = list(job.history)
-        self._last_write = 0.0
+        self._last_write: float | None = None
         self._last_step_written = -1
 
     def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         final = event["step"] >= event["total"]
-        if not final and now - self._last_write < self.min_interval:
+        if not final and self._last_write is not None and now - self._last_write < self.min_interval:
             return
         self._last_write = now
         point = {"step": event["step"], "loss": event.get("loss"), **(event.get("metrics") or {})}

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tasks_app.models import Job
 

@@ -1,0 +1,94 @@
+"""The recorder's throttle and the watchdog's decisions, on the database without a worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tasks_app import services
+from tasks_app.models import Job
+from tasks_app.recorder import MAX_HISTORY_POINTS, JobProgressRecorder
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job(user, digits, redis_server):
+    return Job.objects.create(
+        kind="meta_train",
+        config={"algorithm": "protonet"},
+        owner=user,
+        domain=digits,
+        queue="gpu",
+        total_steps=1000,
+        status="running",
+        attempts=1,
+        heartbeat_at=timezone.now(),
+    )
+
+
+def test_the_recorder_writes_at_most_every_interval_but_always_the_last_step(job):
+    # given a recorder throttled to one write per hour
+    recorder = JobProgressRecorder(job, min_interval=3600)
+
+    # when 1000 events arrive at once
+    for step in range(1, 1001):
+        recorder({"step": step, "total": 1000, "loss": 1.0, "metrics": {}})
+
+    # then only the first and the final one reached the row
+    job.refresh_from_db()
+    assert job.event_seq == 2 and job.step == 1000
+    assert [p["step"] for p in job.history] == [1, 1000]
+
+
+def test_a_long_history_is_thinned_not_truncated(job):
+    recorder = JobProgressRecorder(job, min_interval=0)
+    for step in range(1, 1001):
+        recorder({"step": step, "total": 1000, "loss": 1.0 / step})
+    job.refresh_from_db()
+    steps = [p["step"] for p in job.history]
+    assert len(steps) < MAX_HISTORY_POINTS and steps[0] == 1 and steps[-1] == 1000 and steps == sorted(steps)
+
+
+def test_the_watchdog_requeues_a_silent_job_then_fails_it_after_the_last_attempt(
+    job, settings, django_capture_on_commit_callbacks
+):
+    # given a running job whose heartbeat stopped long ago
+    settings.JOB_MAX_ATTEMPTS = 2
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    # when the watchdog looks / then the job is queued again (and re-enqueued on commit)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.jobs_recover_stale() == [job.pk]
+    job.refresh_from_db()
+    assert job.status == "queued" and "worker lost" in job.phase and len(callbacks) == 2
+
+    # given the second attempt went silent too
+    Job.objects.filter(pk=job.pk).update(
+        status="running", attempts=2, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+
+    # then the job fails for good, with the reason
+    services.jobs_recover_stale()
+    job.refresh_from_db()
+    assert job.status == "failed" and "stopped sending heartbeats" in job.error_summary
+    assert "all 2 attempts are used" in job.error_summary
+
+
+def test_the_watchdog_leaves_live_jobs_alone(job):
+    assert services.jobs_recover_stale() == []
+    job.refresh_from_db()
+    assert job.status == "running"
+
+
+def test_a_duplicate_delivery_does_not_run_a_live_or_finished_job(job):
+    # given a job alive on another worker / when a second delivery arrives / then nothing changes
+    services.job_run(job_id=job.pk, worker_host="other")
+    job.refresh_from_db()
+    assert job.attempts == 1 and job.status == "running"
+
+    Job.objects.filter(pk=job.pk).update(status="succeeded")
+    services.job_run(job_id=job.pk, worker_host="other")
+    assert Job.objects.get(pk=job.pk).attempts == 1
