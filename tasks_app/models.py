@@ -59,7 +59,7 @@ class Job(models.Model):
     )
     eta_seconds = models.FloatField(null=True, blank=True)
     history = models.JSONField(default=list, blank=True, help_text="Downsampled metric history for charts.")
-    phase = models.CharField(max_length=40, blank=True, help_text="What the worker is doing now.")
+    phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")
     event_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event sent.")
 
     queue = models.CharField(max_length=40)
