@@ -137,6 +137,8 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "trained_on": selectors.domain_list(user=user).filter(models=model),
             "task_spec": selectors.task_spec_list(user=user).filter(pk=model.task_spec_id).first(),
             "evaluations": selectors.evaluation_list(user=user).filter(model=model),
+            # The job that trained it (jobs are their owner's to see).
+            "source_job": model.jobs.visible_to(user).filter(kind="meta_train").first(),
         },
     )
 
