@@ -68,9 +68,8 @@ def test_launch_a_job_in_the_browser_and_watch_it_finish_live(processes, django_
             page.click("#model-link")
             page.wait_for_url(f"**{model_url}")
             expect(page.locator("h1")).to_contain_text("browser protonet")
-            job_url = page.url  # the model page links back to the job that trained it
+            # the model page links back to the job that trained it
             expect(page.locator("dd a[href^='/jobs/']")).to_be_visible()
-            assert job_url.endswith(model_url)
         except Exception:
             page.screenshot(path=str(shots / "job-failure.png"), full_page=True)
             raise
