@@ -296,9 +296,10 @@ def _domain_data(domain: SourceDomain):
         from learning.engine.data import load_image_arrays
 
         return load_image_arrays(io.BytesIO(artifact_read(domain.arrays_file)))
+    from learning.builtin_domains import family_params
     from learning.engine.functions import FunctionFamily
 
-    return FunctionFamily.from_spec(domain.generator)
+    return FunctionFamily.from_spec(*family_params(domain.generator))
 
 
 def job_run(*, job_id: int, worker_host: str | None = None, also_report: ProgressFn | None = None) -> None:
@@ -377,11 +378,43 @@ def job_metrics(result) -> dict[str, float]:
 
 
 def _evaluate_on_meta_test(job: Job, result, data) -> list[dict[str, Any]]:
-    """The literature's protocol on classes never seen in meta-training; returns Evaluation fields."""
+    """The literature's protocol on held-out classes (images) or tasks (functions).
+
+    Returns the fields of the Evaluation rows to create.
+    """
+    if not job.domain.is_image:
+        return _evaluate_regression(job, result, data)
     return [
         _evaluate_weights(
             job, result.algorithm, result.weights, result.model_config, data, seen=result.train_class_names
         )
+    ]
+
+
+def _evaluate_regression(job: Job, result, family) -> list[dict[str, Any]]:
+    """MSE and Gaussian log-likelihood of a Neural Process on held-out tasks of the ``test`` seed stream."""
+    from learning.engine.functions import heldout_tasks
+    from learning.engine.regression_eval import evaluate_neural_process
+    from learning.engine.weights import load_model
+
+    spec = job.task_spec
+    tasks = heldout_tasks(
+        family,
+        seed=spec.seed,
+        n_tasks=job.config["eval_episodes"],
+        k_context=spec.k_shot,
+        n_target=spec.query_size,
+    )
+    report = evaluate_neural_process(result.algorithm, load_model(result.weights, result.model_config), tasks)
+    return [
+        {
+            "shots": spec.k_shot,
+            "metric": metric,
+            "mean": report.scores[key].mean,
+            "ci95": report.scores[key].ci95,
+            "episodes": report.scores[key].n_tasks,
+        }
+        for key, metric in (("mse", Evaluation.Metric.MSE), ("log_lik", Evaluation.Metric.LOG_LIKELIHOOD))
     ]
 
 

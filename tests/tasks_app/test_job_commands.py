@@ -56,3 +56,35 @@ def test_the_commands_refuse_bad_input_by_name(digits, django_user_model):
     with pytest.raises(CommandError, match="model: no model 12345"):
         call_command("evaluate", "--model", "12345")
     assert Job.objects.count() == 0
+
+
+def test_a_neural_process_meta_trains_on_a_function_domain(django_user_model, redis_server):
+    # given the built-in function domains and an admin
+    from learning.services.domains import builtin_domains_register
+
+    builtin_domains_register()
+    django_user_model.objects.create_superuser(username="root", password="pw-root-123456")
+
+    # when a CNP is meta-trained on gp-1d with 10 context points
+    call_command(
+        "metatrain",
+        "--domain",
+        "gp-1d",
+        "--algorithm",
+        "cnp",
+        "--k-shot",
+        "10",
+        "--query",
+        "20",
+        "--hyperparameters",
+        '{"steps": 30}',
+        "--name",
+        "cli cnp",
+        stdout=io.StringIO(),
+    )
+
+    # then its MSE and log-likelihood on 600 held-out functions are recorded
+    model = MetaModel.objects.get(name="cli cnp")
+    metrics = {e.metric: e for e in Evaluation.objects.filter(model=model)}
+    assert set(metrics) == {"mse", "log_likelihood"}
+    assert all(e.episodes == 600 and e.shots == 10 and e.ci95 > 0 for e in metrics.values())
