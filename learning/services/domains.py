@@ -23,6 +23,7 @@ from learning.artifacts import artifact_save, artifact_storage, artifacts_delete
 from learning.domain_files import ImportLimits, is_url, read_path, read_upload, read_url, thumbnail_png
 from learning.engine.data import ImageArrays, image_arrays_to_bytes
 from learning.errors import InvalidInput
+from learning.events import catalog_changed_on_commit
 from learning.models import SourceDomain, Visibility
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def function_domain_create(
     _check_new_content(sha256)
     try:
         with transaction.atomic():
+            catalog_changed_on_commit()
             return SourceDomain.objects.create(
                 name=name,
                 slug=_free_slug(name),
@@ -288,6 +290,7 @@ def _image_domain_create(
                 owner=owner,
                 visibility=visibility,
             )
+            catalog_changed_on_commit()
     except IntegrityError as exc:
         artifacts_delete(stored)
         raise InvalidInput(
