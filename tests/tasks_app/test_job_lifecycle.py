@@ -44,12 +44,16 @@ def test_the_recorder_writes_at_most_every_interval_but_always_the_last_step(job
 
 
 def test_a_long_history_is_thinned_not_truncated(job):
+    # given more events than the history keeps / when each is written
+    total = 2 * MAX_HISTORY_POINTS + 50
     recorder = JobProgressRecorder(job, min_interval=0)
-    for step in range(1, 1001):
-        recorder({"step": step, "total": 1000, "loss": 1.0 / step})
+    for step in range(1, total + 1):
+        recorder({"step": step, "total": total, "loss": 1.0 / step})
+
+    # then the history spans the whole run, in order, within its bound
     job.refresh_from_db()
     steps = [p["step"] for p in job.history]
-    assert len(steps) < MAX_HISTORY_POINTS and steps[0] == 1 and steps[-1] == 1000 and steps == sorted(steps)
+    assert len(steps) < MAX_HISTORY_POINTS and steps[0] == 1 and steps[-1] == total and steps == sorted(steps)
 
 
 def test_the_watchdog_requeues_a_silent_job_then_fails_it_after_the_last_attempt(
