@@ -152,7 +152,8 @@ class Evaluation(models.Model):
 
     ``mean`` and ``ci95`` are the metric's mean over ``episodes`` episodes and the half
     width of its 95% confidence interval; ``baseline_*`` is the same measurement for a
-    model trained from scratch on identical episodes, where one was run.
+    model trained from scratch on identical episodes, where one was run, and
+    ``gain_ci95`` the half-width of the paired confidence interval of the difference.
     """
 
     class Metric(models.TextChoices):
@@ -172,6 +173,9 @@ class Evaluation(models.Model):
     episodes = models.PositiveIntegerField()
     baseline_mean = models.FloatField(null=True, blank=True)
     baseline_ci95 = models.FloatField(null=True, blank=True)
+    gain_ci95 = models.FloatField(
+        null=True, blank=True, help_text="95% CI half-width of the gain, paired over identical episodes."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -183,3 +187,16 @@ class Evaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} on {self.target_domain} ({self.shots}-shot {self.metric})"
+
+    @property
+    def gain(self) -> float | None:
+        """How much better than the baseline, signed so that positive means the model helped."""
+        if self.baseline_mean is None:
+            return None
+        difference = self.mean - self.baseline_mean
+        return -difference if self.metric == self.Metric.MSE else difference
+
+    @property
+    def negative_transfer(self) -> bool:
+        """The whole confidence interval of the gain lies below zero: the source made things worse."""
+        return self.gain is not None and self.gain_ci95 is not None and self.gain + self.gain_ci95 < 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -73,3 +75,37 @@ def catalog_counts(*, user) -> dict[str, int]:
         "models": metamodel_list(user=user).count(),
         "evaluations": evaluation_list(user=user).count(),
     }
+
+
+@dataclass(frozen=True)
+class TransferMatrix:
+    """KB models (sources) against domains (targets) at one shot count.
+
+    ``cells`` maps ``(model id, domain id)`` to the newest evaluation with a from-scratch
+    baseline; its ``gain`` (± ``gain_ci95``) is the measured transfer gain.
+    """
+
+    shots: int
+    metric: str
+    sources: list[MetaModel]
+    targets: list[SourceDomain]
+    cells: dict[tuple[int, int], Evaluation]
+    available_shots: list[int]
+
+    def rows(self) -> list[tuple[MetaModel, list[Evaluation | None]]]:
+        """For the heatmap: each source with its cell per target (None where nothing was measured)."""
+        return [(s, [self.cells.get((s.pk, t.pk)) for t in self.targets]) for s in self.sources]
+
+
+def transfer_matrix(*, user, shots: int | None = None, metric: str = "accuracy") -> TransferMatrix:
+    """The measured transfer gains the user may see; ``shots`` defaults to 5 if measured, else the fewest."""
+    measured = evaluation_list(user=user).filter(metric=metric, baseline_mean__isnull=False)
+    available = sorted(set(measured.values_list("shots", flat=True)))
+    if shots is None:
+        shots = 5 if 5 in available else (available[0] if available else 5)
+    cells: dict[tuple[int, int], Evaluation] = {}
+    for evaluation in measured.filter(shots=shots).order_by("-created_at", "-id"):
+        cells.setdefault((evaluation.model_id, evaluation.target_domain_id), evaluation)
+    sources = sorted({e.model for e in cells.values()}, key=lambda m: (m.name, m.pk))
+    targets = sorted({e.target_domain for e in cells.values()}, key=lambda d: (d.name, d.pk))
+    return TransferMatrix(shots, metric, sources, targets, cells, available)

@@ -12,6 +12,8 @@ urlpatterns = [
     path("domains/<slug:slug>/thumbs/<int:index>.png", views.domain_thumbnail, name="domain-thumbnail"),
     path("models/", views.model_list, name="model-list"),
     path("models/<int:pk>/", views.model_detail, name="model-detail"),
+    path("models/<int:pk>/try/", views.model_try, name="model-try"),
     path("task-specs/", views.task_spec_list, name="taskspec-list"),
     path("task-specs/<int:pk>/", views.task_spec_detail, name="taskspec-detail"),
+    path("transfer/", views.transfer_matrix, name="transfer-matrix"),
 ]

@@ -12,9 +12,9 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from learning import selectors
+from learning import predict, selectors
 from learning.artifacts import artifact_storage
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
@@ -143,6 +143,19 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@require_http_methods(["GET", "POST"])
+def model_try(request: HttpRequest, pk: int) -> HttpResponse:
+    """Try a model in the browser: a labeled support set and queries in, predictions out; stores nothing."""
+    model = selectors.metamodel_get(user=request.user, pk=pk)
+    context = predict.try_page_context(model=model, get=request.GET, post=request.POST)
+    if request.method == "POST" and context["kind"]:
+        try:
+            context["result"] = predict.try_page_predict(model=model, post=request.POST, files=request.FILES)
+        except InvalidInput as err:
+            context["error"] = err.message
+    return render(request, "learning/model_try.html", context)
+
+
 @require_GET
 def task_spec_list(request: HttpRequest) -> HttpResponse:
     page = _page(request, selectors.task_spec_list(user=request.user))
@@ -173,3 +186,10 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, form.save())
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_GET
+def transfer_matrix(request: HttpRequest) -> HttpResponse:
+    shots = request.GET.get("shots", "")
+    matrix = selectors.transfer_matrix(user=request.user, shots=int(shots) if shots.isdigit() else None)
+    return render(request, "learning/transfer_matrix.html", {"matrix": matrix})

@@ -315,6 +315,12 @@ class EvaluationSerializer(serializers.ModelSerializer):
 
     target_domain = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     task_spec = serializers.SerializerMethodField()
+    gain = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Positive: better than the baseline."
+    )
+    negative_transfer = serializers.BooleanField(
+        read_only=True, help_text="The gain's whole 95% confidence interval lies below zero."
+    )
 
     class Meta:
         model = Evaluation
@@ -330,6 +336,9 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "episodes",
             "baseline_mean",
             "baseline_ci95",
+            "gain",
+            "gain_ci95",
+            "negative_transfer",
             "created_at",
         ]
         read_only_fields = fields
@@ -351,6 +360,7 @@ class EvaluationCreateSerializer(serializers.Serializer):
     episodes = serializers.IntegerField(min_value=1)
     baseline_mean = serializers.FloatField(required=False, allow_null=True, default=None)
     baseline_ci95 = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
+    gain_ci95 = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
 
     def validate_model(self, model: MetaModel) -> MetaModel:
         user = _user(self)

@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from learning.api import views
+from learning.api.transfer import TransferMatrixView
 
 # A namespace keeps the routers' names ("domain-list", ...) apart from the pages' names.
 app_name = "api"
@@ -16,5 +17,6 @@ router.register("evaluations", views.EvaluationViewSet, basename="evaluation")
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="token"),
+    path("transfer-matrix/", TransferMatrixView.as_view(), name="transfer-matrix"),
     *router.urls,
 ]

@@ -12,15 +12,18 @@ from typing import Any
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import fields, mixins, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import IsAuthenticatedOrReadOnly
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from learning import selectors
 from learning.api import filtersets, serializers
+from learning.api.predict import predict_response, predict_schema
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
 from learning.services.domains import domain_import
@@ -151,6 +154,17 @@ class MetaModelViewSet(CatalogViewSet):
     def service_create(self, *, user, data: dict[str, Any]) -> MetaModel:
         upload = data.pop("weights")
         return metamodel_register(weights=upload.read(), owner=user, **data)
+
+    @predict_schema
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[AllowAny],
+        parser_classes=[JSONParser, MultiPartParser],
+    )
+    def predict(self, request: Request, pk: str | None = None) -> Response:
+        """Read-only, so anyone who may see the model may ask; ``learning.api.predict`` answers."""
+        return predict_response(request, self.get_object())
 
 
 @extend_schema_view(

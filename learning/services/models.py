@@ -75,17 +75,25 @@ def evaluation_create(
     task_spec: TaskSpec | None = None,
     baseline_mean: float | None = None,
     baseline_ci95: float | None = None,
+    gain_ci95: float | None = None,
 ) -> Evaluation:
     """Record a measured result; the numbers must be finite and the CI half-width non-negative."""
     if metric not in Evaluation.Metric.values:
         raise InvalidInput(
             f"unknown metric {metric!r}; one of {', '.join(Evaluation.Metric.values)}", field="metric"
         )
-    for field, value in (("mean", mean), ("ci95", ci95)):
+    optional = {"baseline_mean": baseline_mean, "baseline_ci95": baseline_ci95, "gain_ci95": gain_ci95}
+    numbers = {"mean": mean, "ci95": ci95, **{k: v for k, v in optional.items() if v is not None}}
+    for field, value in numbers.items():
         if not math.isfinite(value):
             raise InvalidInput(f"{field} must be a finite number, got {value}", field=field)
-    if ci95 < 0:
-        raise InvalidInput(f"ci95 is a half-width and cannot be negative, got {ci95}", field="ci95")
+    for field in ("ci95", "baseline_ci95", "gain_ci95"):
+        if numbers.get(field, 0) < 0:
+            raise InvalidInput(
+                f"{field} is a half-width and cannot be negative, got {numbers[field]}", field=field
+            )
+    if gain_ci95 is not None and baseline_mean is None:
+        raise InvalidInput("gain_ci95 needs the baseline_mean it is measured against", field="gain_ci95")
     if episodes < 1:
         raise InvalidInput(f"episodes must be at least 1, got {episodes}", field="episodes")
     if shots < 1:
@@ -102,6 +110,7 @@ def evaluation_create(
             episodes=episodes,
             baseline_mean=baseline_mean,
             baseline_ci95=baseline_ci95,
+            gain_ci95=gain_ci95,
         )
         catalog_changed_on_commit()
     return evaluation

@@ -43,18 +43,17 @@ def baseline(evaluation: Evaluation) -> str:
 
 @register.filter
 def gain(evaluation: Evaluation) -> str:
-    """How far the model beats the baseline ("+3.1 pts" for accuracy); empty without a baseline.
+    """How far the model beats the baseline ("+3.1 ± 0.8 pts" for accuracy); empty without a baseline.
 
-    For error metrics (MSE) lower is better, so the sign is flipped to keep "+" meaning better.
+    ``Evaluation.gain`` is already signed so that "+" means better, for error metrics too.
     """
-    if evaluation.baseline_mean is None:
+    value = evaluation.gain
+    if value is None:
         return ""
-    delta = evaluation.mean - evaluation.baseline_mean
+    ci = evaluation.gain_ci95
     if evaluation.metric == Evaluation.Metric.ACCURACY:
-        return f"{delta * 100:+.1f} pts"
-    if evaluation.metric == Evaluation.Metric.MSE:
-        delta = -delta
-    return f"{delta:+.3g}"
+        return f"{value * 100:+.1f}{f' ± {ci * 100:.1f}' if ci is not None else ''} pts"
+    return f"{value:+.3g}{f' ± {ci:.2g}' if ci is not None else ''}"
 
 
 @register.filter
@@ -72,3 +71,13 @@ def number(value) -> str:
 @register.filter
 def short_hash(value: str, length: int = 12) -> str:
     return value[:length] if value else "—"
+
+
+@register.filter
+def heat(evaluation: Evaluation) -> str:
+    """A background colour for a heatmap cell: green for a gain, red for a loss, pale when unsure."""
+    value = evaluation.gain or 0.0
+    scale = 0.25 if evaluation.metric == Evaluation.Metric.ACCURACY else 1.0
+    strength = min(1.0, abs(value) / scale)
+    hue = 140 if value >= 0 else 4
+    return f"hsl({hue} 65% {96 - 40 * strength:.0f}%)"

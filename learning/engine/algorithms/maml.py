@@ -1,0 +1,164 @@
+"""MAML and first-order MAML (Finn et al., 2017) on images: Conv4 with an ``n_way`` linear head.
+
+Each step samples ``meta_batch`` episodes (episode ``step * meta_batch + j`` of the
+training sampler, so any step can be redrawn on resume), adapts to every support set
+with ``inner_steps`` SGD steps of ``inner_lr`` (batched over tasks with vmap, see
+:mod:`learning.engine.functional`), and updates the initialization with Adam
+(``outer_lr``) on the mean query cross-entropy. ``maml`` differentiates through the
+inner gradients (second order); ``fomaml`` does not.
+
+For other models (e.g. the regression MLP) use :func:`learning.engine.functional.maml_train_step`
+with :func:`learning.engine.loop.run_training` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from learning.engine.algorithms import register_algorithm
+from learning.engine.algorithms._common import (
+    final_evaluation,
+    image_setup,
+    task_chunk,
+    validate_image_config,
+)
+from learning.engine.checkpoints import CheckpointStore
+from learning.engine.data import ImageArrays
+from learning.engine.functional import batched_adapt_predict, check_functional_safe, maml_train_step
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.nets import build_model
+
+MAML_DEFAULTS: dict[str, Any] = {
+    "steps": 2000,
+    "meta_batch": 32,
+    "outer_lr": 1e-3,
+    "query": 5,
+    "inner_lr": 0.4,
+    "inner_steps": 1,
+}
+
+
+def validate_maml_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The complete MAML/FOMAML config (see :mod:`learning.engine.algorithms._common`); raises ConfigError."""
+    return validate_image_config(config, MAML_DEFAULTS, inner_loop=True)
+
+
+def _train(
+    config: dict[str, Any],
+    data: ImageArrays,
+    *,
+    first_order: bool,
+    on_progress: ProgressFn | None,
+    should_stop: StopFn | None,
+    checkpoint: CheckpointStore | None,
+) -> TrainResult:
+    setup = image_setup(config, data)
+    sampler = setup.sampler(data, config["seed"])
+    task = config["task"]
+    adapt = {"inner_lr": config["eval_inner_lr"], "inner_steps": config["eval_inner_steps"]}
+    model_config = setup.model_config(config, head="linear", out_features=task["n_way"], adapt=adapt)
+    torch.manual_seed(config["seed"])
+    model = build_model(model_config).to(setup.device)
+    check_functional_safe(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["outer_lr"])
+    meta_batch = config["meta_batch"]
+    chunk = task_chunk(config, setup.device)
+
+    def step_fn(step: int, stop: StopFn) -> StepOutput:
+        tasks = sampler.batch(step * meta_batch, meta_batch, setup.device)
+        loss, outputs = maml_train_step(
+            model,
+            optimizer,
+            tasks,
+            loss_fn=F.cross_entropy,
+            inner_lr=config["inner_lr"],
+            inner_steps=config["inner_steps"],
+            first_order=first_order,
+            chunk=chunk,
+            should_stop=stop,
+        )
+        accuracy = (outputs.argmax(-1) == tasks.y_query).float().mean().item()
+        return StepOutput(loss=loss, metrics={"query_accuracy": accuracy})
+
+    name = "fomaml" if first_order else "maml"
+    return run_training(
+        algorithm=name,
+        config=config,
+        model=model,
+        model_config=model_config,
+        optimizer=optimizer,
+        step_fn=step_fn,
+        total_steps=config["steps"],
+        examples_per_step=meta_batch * task["n_way"] * (task["k_shot"] + task["query"]),
+        checkpoint_every=config["checkpoint_every"],
+        on_progress=on_progress,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        finalize=lambda: final_evaluation(name, config, setup, data, model, adapt),
+        train_class_names=[data.class_names[c] for c in setup.train_classes],
+    )
+
+
+def train_maml(
+    config: dict[str, Any],
+    data: ImageArrays,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint: CheckpointStore | None = None,
+) -> TrainResult:
+    """Second-order MAML on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
+    return _train(
+        config,
+        data,
+        first_order=False,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+    )
+
+
+def train_fomaml(
+    config: dict[str, Any],
+    data: ImageArrays,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint: CheckpointStore | None = None,
+) -> TrainResult:
+    """First-order MAML on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
+    return _train(
+        config,
+        data,
+        first_order=True,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+    )
+
+
+def classify_adapted(
+    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+) -> Tensor:
+    """Query logits ``(B, Q, N)`` after ``adapt["inner_steps"]`` SGD steps of size ``adapt["inner_lr"]``.
+
+    The head has the training ``n_way`` outputs, so episodes must have that many ways.
+    """
+    return batched_adapt_predict(
+        model,
+        xs,
+        ys,
+        xq,
+        loss_fn=F.cross_entropy,
+        inner_lr=float(adapt["inner_lr"]),
+        inner_steps=int(adapt["inner_steps"]),
+    )
+
+
+register_algorithm("maml", train_maml, validate=validate_maml_config, classify=classify_adapted)
+register_algorithm("fomaml", train_fomaml, validate=validate_maml_config, classify=classify_adapted)

@@ -1,0 +1,108 @@
+"""Prototypical Networks (Snell, Swersky and Zemel, 2017): Conv4 embedding, squared Euclidean distance.
+
+Each step samples ``meta_batch`` episodes; for each, support and query images are
+embedded in one batch (so the batch-statistics norm sees the whole episode, as at
+test time), each class prototype is the mean of its support embeddings, and the
+query logits are minus the squared Euclidean distances to the prototypes. Adam with
+``outer_lr`` minimizes the query cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from learning.engine.algorithms import register_algorithm
+from learning.engine.algorithms._common import final_evaluation, image_setup, validate_image_config
+from learning.engine.checkpoints import CheckpointStore
+from learning.engine.data import ImageArrays
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.nets import build_model
+
+PROTONET_DEFAULTS: dict[str, Any] = {"steps": 2000, "meta_batch": 1, "outer_lr": 1e-3, "query": 15}
+
+
+def validate_protonet_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The complete ProtoNet config (no inner loop settings)."""
+    return validate_image_config(config, PROTONET_DEFAULTS, inner_loop=False)
+
+
+def prototype_logits(support: Tensor, y_support: Tensor, query: Tensor, n_way: int) -> Tensor:
+    """Minus squared Euclidean distances ``(Q, N)`` from query embeddings ``(Q, D)`` to class means.
+
+    ``support`` ``(S, D)`` with labels ``y_support`` ``(S,)`` in ``0..n_way-1``.
+    """
+    onehot = F.one_hot(y_support, n_way).to(support.dtype)
+    prototypes = onehot.T @ support / onehot.sum(0).unsqueeze(1)
+    return -((query.unsqueeze(1) - prototypes.unsqueeze(0)) ** 2).sum(-1)
+
+
+def _episode_logits(model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, n_way: int) -> Tensor:
+    emb = model(torch.cat([xs, xq]))
+    return prototype_logits(emb[: len(xs)], ys, emb[len(xs) :], n_way)
+
+
+def train_protonet(
+    config: dict[str, Any],
+    data: ImageArrays,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint: CheckpointStore | None = None,
+) -> TrainResult:
+    """ProtoNet on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
+    setup = image_setup(config, data)
+    sampler = setup.sampler(data, config["seed"])
+    task = config["task"]
+    model_config = setup.model_config(config, head="none", out_features=0)
+    torch.manual_seed(config["seed"])
+    model = build_model(model_config).to(setup.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["outer_lr"])
+    meta_batch = config["meta_batch"]
+    n_way = task["n_way"]
+
+    def step_fn(step: int, stop: StopFn) -> StepOutput:
+        tasks = sampler.batch(step * meta_batch, meta_batch, setup.device)
+        losses = []
+        correct = 0.0
+        for b in range(meta_batch):
+            logits = _episode_logits(model, tasks.x_support[b], tasks.y_support[b], tasks.x_query[b], n_way)
+            losses.append(F.cross_entropy(logits, tasks.y_query[b]))
+            correct += float((logits.argmax(-1) == tasks.y_query[b]).float().mean())
+        loss = torch.stack(losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return StepOutput(loss=float(loss.detach()), metrics={"query_accuracy": correct / meta_batch})
+
+    return run_training(
+        algorithm="protonet",
+        config=config,
+        model=model,
+        model_config=model_config,
+        optimizer=optimizer,
+        step_fn=step_fn,
+        total_steps=config["steps"],
+        examples_per_step=meta_batch * n_way * (task["k_shot"] + task["query"]),
+        checkpoint_every=config["checkpoint_every"],
+        on_progress=on_progress,
+        should_stop=should_stop,
+        checkpoint=checkpoint,
+        finalize=lambda: final_evaluation("protonet", config, setup, data, model, {}),
+        train_class_names=[data.class_names[c] for c in setup.train_classes],
+    )
+
+
+def classify_protonet(
+    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+) -> Tensor:
+    """Logits ``(B, Q, N)``: minus squared distances to the prototypes of each episode's support."""
+    n_way = int(ys.max()) + 1
+    return torch.stack([_episode_logits(model, xs[b], ys[b], xq[b], n_way) for b in range(xs.shape[0])])
+
+
+register_algorithm("protonet", train_protonet, validate=validate_protonet_config, classify=classify_protonet)

@@ -1,0 +1,204 @@
+"""Networks: Conv4 for 28x28 images, the 2x40 MLP for regression, and a vmap-safe BatchNorm.
+
+Why a hand-written BatchNorm: ``torch.func.vmap`` over ``nn.BatchNorm2d`` in training mode
+gives silently wrong second-order gradients (pytorch/functorch#534), and its running
+statistics are in-place buffer updates that cannot be batched over tasks. MAML uses
+*transductive* batch statistics anyway (the statistics of the batch being processed,
+at meta-training and at meta-test time, never running averages), so
+:class:`BatchStatNorm` computes exactly that from plain ``mean``/``var`` ops, which
+vmap and double backward handle correctly. Every net here uses it, so a model behaves
+the same in ``train()`` and ``eval()`` mode; the batch of an episode (support, or
+support + query for embedding methods) is the unit of normalization.
+
+Models are built from a plain JSON-able ``model_config`` by :func:`build_model`, so a
+saved weights file carries everything needed to rebuild its net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def batch_stat_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Normalize ``x`` ``(B, C, *spatial)`` per channel with its own batch statistics, then scale and shift.
+
+    Uses the biased variance over the batch and spatial dimensions (as ``nn.BatchNorm`` in
+    training mode). Returns a tensor of the shape of ``x``.
+    """
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    # Folding the statistics into a per-channel scale and shift leaves one full-size op
+    # (addcmul) instead of four, and the same for the backward and double-backward passes;
+    # on CPU these memory-bound passes over the first layer's activations dominate MAML.
+    scale = weight.view(shape) * torch.rsqrt(var + eps)
+    shift = bias.view(shape) - mean * scale
+    return torch.addcmul(shift, x, scale)
+
+
+class BatchStatNorm(nn.Module):
+    """BatchNorm with batch statistics only (no running stats, no buffers); safe under vmap."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The normalized ``x``, same shape ``(B, C, *spatial)``."""
+        return batch_stat_norm(x, self.weight, self.bias, self.eps)
+
+
+class Conv4(nn.Module):
+    """``layers`` x [conv3x3 ``hidden`` filters, BatchStatNorm, ReLU, maxpool 2], then an optional head.
+
+    (The ReLU is applied after the pooling, which is the same function; see the comment.)
+
+    For 28x28 inputs and 4 layers the feature map is 64 x 1 x 1, so ``feature_dim = hidden``.
+    ``forward`` returns logits ``(B, out_features)`` when ``out_features > 0``, else the
+    features ``(B, feature_dim)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        layers: int = 4,
+        image_size: int = 28,
+        out_features: int = 0,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        side = image_size
+        for _ in range(layers):
+            # Max-pooling before the ReLU computes the same function as after it (ReLU is
+            # monotonic, so it commutes with max) on a quarter of the elements, forward and backward.
+            blocks += [
+                nn.Conv2d(channels, hidden, kernel_size=3, padding=1),
+                BatchStatNorm(hidden),
+                nn.MaxPool2d(2),
+                nn.ReLU(),
+            ]
+            channels = hidden
+            side //= 2
+        if side < 1:
+            raise ValueError(f"{layers} pooling layers shrink a {image_size}px image to nothing")
+        self.features = nn.Sequential(*blocks)
+        self.feature_dim = hidden * side * side
+        self.head: nn.Linear | None = nn.Linear(self.feature_dim, out_features) if out_features > 0 else None
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Features ``(B, feature_dim)`` of images ``(B, in_channels, H, W)``."""
+        return self.features(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, out_features)`` or features ``(B, feature_dim)`` (no head)."""
+        f = self.embed(x)
+        return self.head(f) if self.head is not None else f
+
+
+class SiameseNet(nn.Module):
+    """Koch et al. (2015) verification net: a shared Conv4 embedding, then ``sigmoid(w . |e1 - e2| + b)``.
+
+    ``forward`` embeds a batch ``(B, C, H, W) -> (B, feature_dim)``; :meth:`pair_logits`
+    scores embedded pairs.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, layers: int = 4, image_size: int = 28) -> None:
+        super().__init__()
+        self.encoder = Conv4(in_channels, hidden, layers, image_size, out_features=0)
+        self.scorer = nn.Linear(self.encoder.feature_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embeddings ``(B, feature_dim)``."""
+        return self.encoder(x)
+
+    def pair_logits(self, a: Tensor, b: Tensor) -> Tensor:
+        """Same-class logits for embeddings ``a`` and ``b`` ``(..., D)`` (broadcast); shape ``(...)``.
+
+        ``sigmoid`` of the result is the probability that the two images show the same class.
+        """
+        return self.scorer((a - b).abs()).squeeze(-1)
+
+
+class MLP(nn.Module):
+    """ReLU MLP ``in_features -> hidden[0] -> ... -> out_features`` (Finn et al. 2017 use 1-40-40-1)."""
+
+    def __init__(
+        self, in_features: int = 1, hidden: tuple[int, ...] = (40, 40), out_features: int = 1
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs ``(..., out_features)`` for inputs ``(..., in_features)``."""
+        return self.net(x)
+
+
+ModelBuilder = Callable[[Mapping[str, Any]], nn.Module]
+
+CONV4_DEFAULTS: dict[str, Any] = {
+    "arch": "conv4",
+    "in_channels": 1,
+    "image_size": 28,
+    "hidden": 64,
+    "layers": 4,
+    "head": "none",
+    "out_features": 0,
+}
+MLP_DEFAULTS: dict[str, Any] = {"arch": "mlp", "in_features": 1, "hidden": [40, 40], "out_features": 1}
+
+
+def _build_conv4(cfg: Mapping[str, Any]) -> nn.Module:
+    c = {**CONV4_DEFAULTS, **cfg}
+    if c["head"] == "siamese":
+        return SiameseNet(c["in_channels"], c["hidden"], c["layers"], c["image_size"])
+    if c["head"] == "linear":
+        if c["out_features"] < 1:
+            raise ValueError(f"a linear head needs out_features >= 1, got {c['out_features']}")
+        return Conv4(c["in_channels"], c["hidden"], c["layers"], c["image_size"], c["out_features"])
+    if c["head"] == "none":
+        return Conv4(c["in_channels"], c["hidden"], c["layers"], c["image_size"], 0)
+    raise ValueError(f"unknown conv4 head {c['head']!r}; use 'none', 'linear' or 'siamese'")
+
+
+def _build_mlp(cfg: Mapping[str, Any]) -> nn.Module:
+    c = {**MLP_DEFAULTS, **cfg}
+    return MLP(int(c["in_features"]), tuple(int(h) for h in c["hidden"]), int(c["out_features"]))
+
+
+MODEL_BUILDERS: dict[str, ModelBuilder] = {"conv4": _build_conv4, "mlp": _build_mlp}
+"""``model_config["arch"]`` -> builder. Other modules add theirs with :func:`register_model`."""
+
+
+def register_model(arch: str, builder: ModelBuilder) -> None:
+    """Make :func:`build_model` build ``arch`` with ``builder(model_config)``; re-registering replaces it."""
+    MODEL_BUILDERS[arch] = builder
+
+
+def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+    """A freshly initialized model for ``model_config`` (uses the torch RNG for initialization).
+
+    Raises ``ValueError`` for an unknown ``arch``. Extra keys (e.g. ``adapt`` settings for
+    evaluation) are ignored by the builders.
+    """
+    arch = model_config.get("arch")
+    if arch not in MODEL_BUILDERS:
+        from learning.engine.algorithms import load_plugins
+
+        load_plugins()
+    if arch not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model arch {arch!r}; known: {sorted(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[arch](model_config)

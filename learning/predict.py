@@ -1,0 +1,401 @@
+"""Predictions with a catalog model on a user's own examples: check the request, then ask the engine.
+
+This module only reads (the model's row and weights); it writes no rows and no files,
+so a failed or successful prediction leaves the database and artifact storage as they
+were. Every problem with the input raises ``InvalidInput`` whose ``field`` names the
+input (``support``, ``support_labels``, ``query``) and whose message names the problem.
+
+Limits (also in the API docs): at most ``MAX_SUPPORT`` support and ``MAX_QUERY`` query
+items, ``MAX_IMAGE_BYTES`` per image, images Pillow can verify in one of
+``domain_files.IMAGE_FORMATS``; at least two distinct labels, one label per support
+image; finite numbers for regression, as many ``y`` as ``x`` values.
+
+Images are normalized exactly as uploaded domains are (``domain_files.normalize_image``:
+28x28 grayscale, ink high), so a model sees predict inputs as it saw its training data.
+How each algorithm adapts to the support set, and how probabilities are computed, is
+described in ``learning.engine.predict``. MAML-family regressors give a point prediction:
+their ``std`` is null.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+from torch import Tensor
+
+from learning.artifacts import artifact_read
+from learning.domain_files import normalize_image, thumbnail_png
+from learning.engine import predict as engine
+from learning.engine.checkpoints import CheckpointFormatError
+from learning.engine.weights import weights_from_bytes
+from learning.errors import InvalidInput
+from learning.models import MetaModel
+
+MAX_SUPPORT = 100
+MAX_QUERY = 500
+MAX_IMAGE_BYTES = 1024 * 1024
+MAX_LABEL_LENGTH = 100
+MAX_ROWS = MAX_SUPPORT
+"""Label rows the "Try it" form reads (one label per row; a row may hold several images)."""
+
+CLASSIFICATION = engine.CLASSIFICATION
+REGRESSION = engine.REGRESSION
+
+
+class Upload(Protocol):
+    """What the views pass in: a Django ``UploadedFile`` (a name, a size and ``read()``)."""
+
+    name: str | None
+    size: int | None
+
+    def read(self, size: int = -1) -> bytes: ...
+
+
+# --- The model -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def _weights(name: str, sha256: str) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """The parsed weights file (cached: a file's content never changes under its name and hash)."""
+    try:
+        blob = artifact_read(name)
+    except OSError as exc:
+        raise InvalidInput("this model's weights file cannot be read") from exc
+    if sha256 and hashlib.sha256(blob).hexdigest() != sha256:
+        raise InvalidInput("this model's weights file does not match its recorded sha256")
+    try:
+        return weights_from_bytes(blob)
+    except CheckpointFormatError as exc:
+        raise InvalidInput(f"this model's weights cannot make predictions: {exc}") from exc
+
+
+def _parsed(model: MetaModel) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    if not model.weights_file:
+        raise InvalidInput("this model has no weights file")
+    return _weights(model.weights_file, model.weights_sha256)
+
+
+def predict_kind(*, model: MetaModel) -> str:
+    """``"classification"`` or ``"regression"``; ``InvalidInput`` when the model cannot predict at all."""
+    _, config, _ = _parsed(model)
+    try:
+        return engine.task_of(config)
+    except engine.PredictError as exc:
+        raise InvalidInput(exc.message) from exc
+
+
+def predictor_load(*, model: MetaModel) -> engine.Predictor:
+    """A fresh net with the model's weights (one per request: adaptation never shares state)."""
+    weights, config, algorithm = _parsed(model)
+    try:
+        return engine.load_predictor(weights, config, algorithm)
+    except engine.PredictError as exc:
+        raise InvalidInput(exc.message) from exc
+
+
+def fixed_ways(*, model: MetaModel) -> int | None:
+    """How many labels the model's support sets must have (MAML-family heads), or None for any."""
+    _, config, _ = _parsed(model)
+    return int(config["out_features"]) if config.get("head") == "linear" else None
+
+
+# --- Classification --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Probabilities ``(Q, N)`` over ``labels`` for each query, with the images the model saw."""
+
+    model: MetaModel
+    labels: list[str]
+    probabilities: np.ndarray
+    query_names: list[str]
+    query_images: np.ndarray
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API's response body: predictions in query order."""
+        return {
+            "model": self.model.pk,
+            "algorithm": self.model.algorithm,
+            "task": CLASSIFICATION,
+            "labels": self.labels,
+            "predictions": [
+                {
+                    "query": name,
+                    "label": self.labels[int(row.argmax())],
+                    "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                }
+                for name, row in zip(self.query_names, self.probabilities, strict=True)
+            ],
+        }
+
+    def rows(self, top: int = 3) -> list[dict[str, Any]]:
+        """For the page: each query's name, thumbnail (a PNG data URI), label and top probabilities."""
+        out = []
+        for name, image, row in zip(self.query_names, self.query_images, self.probabilities, strict=True):
+            order = np.argsort(-row, kind="stable")[:top]
+            out.append(
+                {
+                    "name": name,
+                    "thumbnail": "data:image/png;base64," + base64.b64encode(thumbnail_png(image)).decode(),
+                    "label": self.labels[int(order[0])],
+                    "top": [(self.labels[int(i)], float(row[i])) for i in order],
+                }
+            )
+        return out
+
+
+def _images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, list[str]]:
+    """Read and normalize ``uploads``; sizes are checked before anything is read."""
+    names = [upload.name or f"{field} {n + 1}" for n, upload in enumerate(uploads)]
+    for name, upload in zip(names, uploads, strict=True):
+        if upload.size is not None and upload.size > MAX_IMAGE_BYTES:
+            raise InvalidInput(f"{name} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
+    images = []
+    for name, upload in zip(names, uploads, strict=True):
+        data = upload.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InvalidInput(f"{name} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
+        try:
+            images.append(normalize_image(data, name=name))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field=field) from exc
+    return np.stack(images), names
+
+
+def _labels(support_labels: Sequence[Any], count: int) -> tuple[list[str], list[int]]:
+    """``(distinct labels in first-seen order, index of each support's label)``."""
+    if len(support_labels) != count:
+        raise InvalidInput(
+            f"{len(support_labels)} labels for {count} support images: give one label per image, in order",
+            field="support_labels",
+        )
+    names: list[str] = []
+    for raw in support_labels:
+        label = raw.strip() if isinstance(raw, str) else None
+        if not label:
+            raise InvalidInput("every support label must be a non-empty string", field="support_labels")
+        if len(label) > MAX_LABEL_LENGTH:
+            raise InvalidInput(f"labels are at most {MAX_LABEL_LENGTH} characters", field="support_labels")
+        names.append(label)
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) < 2:
+        raise InvalidInput("the support set needs at least 2 distinct labels", field="support_labels")
+    index = {label: n for n, label in enumerate(distinct)}
+    return distinct, [index[label] for label in names]
+
+
+def predict_classification(
+    *, model: MetaModel, support: Sequence[Upload], support_labels: Sequence[Any], query: Sequence[Upload]
+) -> ClassificationResult:
+    """Label each ``query`` image given the labeled ``support`` images; raises ``InvalidInput``."""
+    if predict_kind(model=model) != CLASSIFICATION:
+        raise InvalidInput("this model predicts functions: send support x and y and query x instead")
+    if not support:
+        raise InvalidInput("at least 2 support images (with labels) are required", field="support")
+    if len(support) > MAX_SUPPORT:
+        raise InvalidInput(f"at most {MAX_SUPPORT} support images, got {len(support)}", field="support")
+    if not query:
+        raise InvalidInput("at least one query image is required", field="query")
+    if len(query) > MAX_QUERY:
+        raise InvalidInput(f"at most {MAX_QUERY} query images, got {len(query)}", field="query")
+    labels, label_index = _labels(support_labels, len(support))
+    ways = fixed_ways(model=model)
+    if ways is not None and len(labels) != ways:
+        raise InvalidInput(
+            f"this {model.algorithm} model was trained {ways}-way: its output layer has {ways} classes, "
+            f"so the support set needs exactly {ways} distinct labels, got {len(labels)}",
+            field="support_labels",
+        )
+    support_images, _ = _images(support, field="support")
+    query_images, query_names = _images(query, field="query")
+    predictor = predictor_load(model=model)
+    try:
+        probabilities = engine.classify(predictor, support_images, label_index, query_images)
+    except engine.PredictError as exc:
+        raise InvalidInput(exc.message, field=exc.field) from exc
+    return ClassificationResult(model, labels, probabilities, query_names, query_images)
+
+
+# --- Regression ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegressionResult:
+    """Predictive ``mean`` (and ``std``, None for point predictors) at each query ``x``."""
+
+    model: MetaModel
+    x: list[float]
+    mean: list[float]
+    std: list[float] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API's response body: predictions in query order; ``std`` null without uncertainty."""
+        stds = self.std or [None] * len(self.x)
+        return {
+            "model": self.model.pk,
+            "algorithm": self.model.algorithm,
+            "task": REGRESSION,
+            "predictions": [
+                {"x": x, "mean": m, "std": s} for x, m, s in zip(self.x, self.mean, stds, strict=True)
+            ],
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """For the page: ``x``, ``mean`` and ``std`` per query point."""
+        return self.as_dict()["predictions"]
+
+
+def _numbers(values: Any, *, field: str, limit: int) -> list[float]:
+    if not isinstance(values, list | tuple):
+        raise InvalidInput(f"{field} must be a list of numbers", field=field.split(".")[0])
+    if len(values) > limit:
+        raise InvalidInput(f"{field} has {len(values)} values; at most {limit}", field=field.split(".")[0])
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        raise InvalidInput(f"{field} must hold numbers only", field=field.split(".")[0])
+    numbers = [float(v) for v in values]
+    if not engine.is_finite_float32(numbers):
+        raise InvalidInput(
+            f"{field} must hold finite numbers (no NaN or infinity)", field=field.split(".")[0]
+        )
+    return numbers
+
+
+def predict_regression(*, model: MetaModel, support_x: Any, support_y: Any, query_x: Any) -> RegressionResult:
+    """The function at ``query_x`` predicted from the points ``(support_x, support_y)``; ``InvalidInput``."""
+    if predict_kind(model=model) != REGRESSION:
+        raise InvalidInput(
+            "this model classifies images: send support images, support_labels and query images"
+        )
+    xs = _numbers(support_x, field="support.x", limit=MAX_SUPPORT)
+    ys = _numbers(support_y, field="support.y", limit=MAX_SUPPORT)
+    xq = _numbers(query_x, field="query.x", limit=MAX_QUERY)
+    if not xs:
+        raise InvalidInput("the support needs at least one (x, y) point", field="support")
+    if len(xs) != len(ys):
+        raise InvalidInput(
+            f"support.x has {len(xs)} values but support.y has {len(ys)}: they must be the same length",
+            field="support",
+        )
+    if not xq:
+        raise InvalidInput("at least one query x is required", field="query")
+    predictor = predictor_load(model=model)
+    try:
+        mean, std = engine.regress(predictor, xs, ys, xq)
+    except engine.PredictError as exc:
+        raise InvalidInput(exc.message, field=exc.field) from exc
+    return RegressionResult(model, xq, mean.tolist(), None if std is None else std.tolist())
+
+
+def regression_payload(payload: Any) -> dict[str, Any]:
+    """``{"support": {"x", "y"}, "query": {"x"}}`` as keyword arguments of :func:`predict_regression`."""
+    if not isinstance(payload, Mapping):
+        raise InvalidInput('send a JSON object {"support": {"x": [...], "y": [...]}, "query": {"x": [...]}}')
+    support, query = payload.get("support"), payload.get("query")
+    if not isinstance(support, Mapping) or "x" not in support or "y" not in support:
+        raise InvalidInput('"support" must be an object with "x" and "y" lists', field="support")
+    if not isinstance(query, Mapping) or "x" not in query:
+        raise InvalidInput('"query" must be an object with an "x" list', field="query")
+    return {"support_x": support["x"], "support_y": support["y"], "query_x": query["x"]}
+
+
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def numbers_from_text(text: str, *, field: str) -> list[Any]:
+    """Numbers typed in a text area (separated by commas, spaces or new lines); ``InvalidInput`` if not."""
+    out: list[Any] = []
+    for token in _SEPARATORS.split(text.strip()):
+        if not token:
+            continue
+        try:
+            out.append(float(token))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"{token[:20]!r} in {field} is not a number", field=field.split(".")[0]
+            ) from exc
+    return out
+
+
+def support_from_rows(
+    post: Mapping[str, Any], files: Any, *, rows: int = MAX_ROWS
+) -> tuple[list[Upload], list[str]]:
+    """The "Try it" form's label rows (``label_<i>``, files ``support_<i>``) as support images and labels."""
+    support: list[Upload] = []
+    labels: list[str] = []
+    for i in range(rows):
+        label = str(post.get(f"label_{i}", "")).strip()
+        chosen = files.getlist(f"support_{i}")
+        if not label and not chosen:
+            continue
+        if not chosen:
+            raise InvalidInput(
+                f"choose at least one image for label {label!r} (row {i + 1})", field="support"
+            )
+        if not label:
+            raise InvalidInput(f"name the label of the images in row {i + 1}", field="support_labels")
+        support += chosen
+        labels += [label] * len(chosen)
+    return support, labels
+
+
+# --- The "Try it" page -----------------------------------------------------------------
+
+DEFAULT_ROWS = 5
+
+
+def _row_count(value: Any, default: int) -> int:
+    try:
+        return max(2, min(MAX_ROWS, int(value)))
+    except (TypeError, ValueError):
+        return default
+
+
+def try_page_context(*, model: MetaModel, get: Mapping[str, Any], post: Mapping[str, Any]) -> dict[str, Any]:
+    """What the "Try it" page shows before (and around) a prediction: the form's rows and values."""
+    try:
+        kind: str | None = predict_kind(model=model)
+        ways = fixed_ways(model=model)
+        unavailable = ""
+    except InvalidInput as err:
+        kind, ways, unavailable = None, None, err.message
+    count = ways or _row_count(get.get("rows"), DEFAULT_ROWS)
+    posted = [i for i in range(MAX_ROWS) if str(post.get(f"label_{i}", "")).strip()]
+    if posted and ways is None:
+        count = max(count, posted[-1] + 1)
+    return {
+        "model": model,
+        "kind": kind,
+        "unavailable": unavailable,
+        "fixed_ways": ways,
+        "rows": [{"index": i, "label": str(post.get(f"label_{i}", ""))} for i in range(count)],
+        "more_rows": None if ways else min(MAX_ROWS, count + 5),
+        "values": {key: str(post.get(key, "")) for key in ("support_x", "support_y", "query_x")},
+        "limits": {"support": MAX_SUPPORT, "query": MAX_QUERY, "image_kib": MAX_IMAGE_BYTES // 1024},
+        "result": None,
+        "error": "",
+    }
+
+
+def try_page_predict(
+    *, model: MetaModel, post: Mapping[str, Any], files: Any
+) -> ClassificationResult | RegressionResult:
+    """Predict from the "Try it" form: label rows and query files, or x / y text areas."""
+    if predict_kind(model=model) == CLASSIFICATION:
+        support, labels = support_from_rows(post, files)
+        return predict_classification(
+            model=model, support=support, support_labels=labels, query=files.getlist("query")
+        )
+    return predict_regression(
+        model=model,
+        support_x=numbers_from_text(str(post.get("support_x", "")), field="support.x"),
+        support_y=numbers_from_text(str(post.get("support_y", "")), field="support.y"),
+        query_x=numbers_from_text(str(post.get("query_x", "")), field="query.x"),
+    )
