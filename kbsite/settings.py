@@ -6,6 +6,7 @@ Set ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY`` for PostgreSQL, a real Re
 and a production key; with ``DEBUG`` off the secret key has no default.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -79,8 +80,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{embedded.var_path(VAR_DIR, 'metakb.sqlite3')}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not memory, so that worker processes started by the tests share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(embedded.var_path(VAR_DIR, "test-db.sqlite3"))}
+    # A file, not memory, so that worker processes started by the tests share the test database;
+    # one per test run, so that two runs on one machine do not lock each other out.
+    DATABASES["default"]["TEST"] = {"NAME": str(embedded.var_path(VAR_DIR, f"test-db-{os.getpid()}.sqlite3"))}
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -145,6 +147,8 @@ IMPORT_MAX_FILES = env.int("IMPORT_MAX_FILES", default=100_000)
 IMPORT_MAX_EXPANSION = env.float("IMPORT_MAX_EXPANSION", default=50.0)
 IMPORT_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A few-shot predict request carries up to 100 support and 500 query images.
+DATA_UPLOAD_MAX_NUMBER_FILES = 700
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -103,7 +103,7 @@ def predictor_load(*, model: MetaModel) -> engine.Predictor:
 def fixed_ways(*, model: MetaModel) -> int | None:
     """How many labels the model's support sets must have (MAML-family heads), or None for any."""
     _, config, _ = _parsed(model)
-    return int(config["out_features"]) if config.get("head") == "linear" else None
+    return engine.fixed_ways(config)
 
 
 # --- Classification --------------------------------------------------------------------

@@ -66,11 +66,19 @@ class TaskInputSerializer(serializers.Serializer):
 
 
 class JobCreateSerializer(serializers.Serializer):
-    """The launch request; shapes only. The service checks it against the catalog and the engine."""
+    """The launch request; shapes only. The service checks it against the catalog and the engine.
 
-    kind = serializers.ChoiceField(choices=[Job.Kind.META_TRAIN], default=Job.Kind.META_TRAIN)
+    ``meta_train``: ``domain`` and ``algorithm``. ``transfer``: ``source_model``, the target
+    ``domain`` and ``method`` (finetune, feature, instance or rkd).
+    """
+
+    kind = serializers.ChoiceField(
+        choices=[Job.Kind.META_TRAIN, Job.Kind.TRANSFER], default=Job.Kind.META_TRAIN
+    )
     domain = serializers.SlugField()
-    algorithm = serializers.CharField(max_length=40)
+    algorithm = serializers.CharField(max_length=40, required=False)
+    source_model = serializers.IntegerField(required=False)
+    method = serializers.CharField(max_length=40, required=False)
     task_spec = serializers.IntegerField(required=False, allow_null=True)
     task = TaskInputSerializer(required=False)
     hyperparameters = serializers.DictField(required=False, default=dict)
@@ -107,17 +115,33 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
-        job = services.job_create_meta_train(
-            owner=request.user,
-            domain_slug=data["domain"],
-            algorithm=data["algorithm"],
-            hyperparameters=data["hyperparameters"],
-            task_spec_id=data.get("task_spec"),
-            task=data.get("task"),
-            model_name=data["model_name"],
-            eval_episodes=data["eval_episodes"],
-            visibility=data["visibility"],
-        )
+        common = {
+            "owner": request.user,
+            "hyperparameters": data["hyperparameters"],
+            "task_spec_id": data.get("task_spec"),
+            "task": data.get("task"),
+            "model_name": data["model_name"],
+            "eval_episodes": data["eval_episodes"],
+            "visibility": data["visibility"],
+        }
+        if data["kind"] == Job.Kind.TRANSFER:
+            missing = {
+                f: ["required for a transfer job"] for f in ("source_model", "method") if f not in data
+            }
+            if missing:
+                raise ValidationError(missing)
+            job = services.job_create_transfer(
+                source_model_id=data["source_model"],
+                target_domain_slug=data["domain"],
+                method=data["method"],
+                **common,
+            )
+        else:
+            if "algorithm" not in data:
+                raise ValidationError({"algorithm": ["required for a meta-training job"]})
+            job = services.job_create_meta_train(
+                domain_slug=data["domain"], algorithm=data["algorithm"], **common
+            )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: JobSerializer})

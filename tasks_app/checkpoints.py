@@ -9,8 +9,9 @@ from learning.artifacts import artifact_read, artifact_save, artifact_storage, a
 _NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
 
 
-def checkpoint_folder(job_id: int) -> str:
-    return f"jobs/{job_id}/checkpoints"
+def checkpoint_folder(job_id: int, run: str = "main") -> str:
+    """Where one training run of a job keeps its checkpoints (a transfer job has two runs)."""
+    return f"jobs/{job_id}/checkpoints" if run == "main" else f"jobs/{job_id}/checkpoints-{run}"
 
 
 class ArtifactCheckpointStore:
@@ -20,8 +21,8 @@ class ArtifactCheckpointStore:
     worker killed mid-save still leaves the previous checkpoint whole.
     """
 
-    def __init__(self, job_id: int, keep: int = 2) -> None:
-        self.folder = checkpoint_folder(job_id)
+    def __init__(self, job_id: int, keep: int = 2, run: str = "main") -> None:
+        self.folder = checkpoint_folder(job_id, run)
         self.keep = keep
 
     def _steps(self) -> list[int]:

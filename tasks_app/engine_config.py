@@ -29,6 +29,10 @@ HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
 }
 """The hyperparameters the launch form offers per algorithm (the API accepts every engine setting)."""
 
+TRANSFER_METHODS = ("finetune", "feature", "instance", "rkd")
+"""Transfer methods of the engine; each is compared with ``scratch``, the same training from a fresh init."""
+TRANSFER_SHOTS = (1, 5, 10, 20)
+
 # Bounds the site enforces on top of the engine's own, so one form post cannot book a
 # worker for days.
 MAX_STEPS = 200_000
@@ -88,3 +92,37 @@ def engine_config_for(
     except ConfigError as exc:
         field = exc.field.split(".")[-1] if exc.field.startswith(("task.", "model.")) else exc.field
         raise InvalidInput(str(exc), field=field) from exc
+
+
+def transfer_config_for(
+    *,
+    method: str,
+    hyperparameters: dict[str, Any],
+    source_model,
+    target_domain: SourceDomain,
+    task_spec: TaskSpec,
+) -> dict[str, Any]:
+    """The complete engine config of a transfer run onto the task spec's meta-train classes of the target."""
+    if method not in TRANSFER_METHODS:
+        raise InvalidInput(
+            f"unknown transfer method {method!r}; choose one of {', '.join(TRANSFER_METHODS)}", field="method"
+        )
+    if not isinstance(hyperparameters, dict):
+        raise InvalidInput("hyperparameters must be an object", field="hyperparameters")
+    for reserved in ("algorithm", "domain", "target", "source_model"):
+        if reserved in hyperparameters:
+            raise InvalidInput(f"{reserved!r} is set by the site, not a hyperparameter", field=reserved)
+    _site_bounds(hyperparameters)
+    config = {
+        "algorithm": method,
+        **hyperparameters,
+        "target": {
+            "train_classes": split_classes(domain=target_domain, split=task_spec.split, part="meta_train")
+        },
+    }
+    from learning.engine.algorithms import ConfigError, validate_config
+
+    try:
+        return validate_config(config)
+    except ConfigError as exc:
+        raise InvalidInput(str(exc), field=exc.field.split(".")[-1]) from exc

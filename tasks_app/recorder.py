@@ -30,10 +30,11 @@ def _thin(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class JobProgressRecorder:
     """Callable handed to the engine as ``on_progress``."""
 
-    def __init__(self, job: Job, *, min_interval: float = 0.5) -> None:
+    def __init__(self, job: Job, *, min_interval: float = 0.5, phase: str = "training") -> None:
         self.job_id = job.pk
         self.owner_id = job.owner_id
         self.min_interval = min_interval
+        self.phase = phase
         self.history = list(job.history)
         self._last_write: float | None = None
         self._last_step_written = -1
@@ -49,7 +50,13 @@ class JobProgressRecorder:
             self.history = _thin([*self.history, point])
             self._last_step_written = event["step"]
         metrics = {"loss": event.get("loss"), **(event.get("metrics") or {})}
-        self.write(step=event["step"], total=event["total"], metrics=metrics, eta=event.get("eta_seconds"))
+        self.write(
+            step=event["step"],
+            total=event["total"],
+            metrics=metrics,
+            eta=event.get("eta_seconds"),
+            phase=self.phase,
+        )
 
     def write(
         self, *, step: int, total: int, metrics: dict, eta: float | None, phase: str = "training"

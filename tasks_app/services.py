@@ -29,7 +29,13 @@ from learning.models import Evaluation, SourceDomain, TaskSpec, Visibility
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import split_classes, task_spec_create
 from tasks_app.checkpoints import ArtifactCheckpointStore
-from tasks_app.engine_config import MAX_EVAL_EPISODES, MIN_EVAL_EPISODES, engine_config_for
+from tasks_app.engine_config import (
+    MAX_EVAL_EPISODES,
+    MIN_EVAL_EPISODES,
+    TRANSFER_SHOTS,
+    engine_config_for,
+    transfer_config_for,
+)
 from tasks_app.models import Job
 from tasks_app.recorder import JobProgressRecorder, publish_job
 
@@ -174,6 +180,101 @@ def job_create_evaluate(
     return job
 
 
+IMAGE_MODEL_ALGORITHMS = (
+    "protonet",
+    "maml",
+    "fomaml",
+    "reptile",
+    "siamese",
+    "finetune",
+    "feature",
+    "instance",
+    "rkd",
+    "scratch",
+)
+
+
+@transaction.atomic
+def job_create_transfer(
+    *,
+    owner,
+    source_model_id: int,
+    target_domain_slug: str,
+    method: str,
+    hyperparameters: dict[str, Any] | None = None,
+    task_spec_id: int | None = None,
+    task: dict[str, Any] | None = None,
+    eval_episodes: int = MIN_EVAL_EPISODES,
+    model_name: str = "",
+    visibility: str = Visibility.PUBLIC,
+    enqueue: bool = True,
+) -> Job:
+    """Validate a transfer of a KB model onto a target domain, write the Job, enqueue it.
+
+    The worker trains the transferred model and a from-scratch baseline with the same
+    budget on the task spec's meta-train classes of the target, then compares them on
+    identical episodes of its meta-test classes at every shot count the target allows.
+    """
+    try:
+        source = catalog.metamodel_get(user=owner, pk=int(source_model_id))
+    except (Http404, TypeError, ValueError) as exc:
+        raise InvalidInput(f"no model {source_model_id!r}", field="source_model") from exc
+    if source.algorithm not in IMAGE_MODEL_ALGORITHMS:
+        raise InvalidInput(
+            f"{source.algorithm!r} models have no image backbone to transfer", field="source_model"
+        )
+    try:
+        target = catalog.domain_get(user=owner, slug=target_domain_slug)
+    except Http404 as exc:
+        raise InvalidInput(f"no domain {target_domain_slug!r}", field="domain") from exc
+    if not target.is_image:
+        raise InvalidInput("transfer targets are image domains", field="domain")
+    eval_episodes = _eval_episodes(eval_episodes)
+    if task_spec_id not in (None, ""):
+        spec = _visible_task_spec(user=owner, domain=target, task_spec_id=task_spec_id)
+    else:
+        spec = task_spec_create(domain=target, owner=owner, visibility=visibility, **(task or {}))
+    engine = transfer_config_for(
+        method=method,
+        hyperparameters=hyperparameters or {},
+        source_model=source,
+        target_domain=target,
+        task_spec=spec,
+    )
+    shots = transfer_shots(target, spec)
+    job = Job.objects.create(
+        kind=Job.Kind.TRANSFER,
+        owner=owner,
+        domain=target,
+        task_spec=spec,
+        source_model=source,
+        queue=TRAINING_QUEUE,
+        total_steps=2 * engine["steps"],
+        config={
+            "algorithm": method,
+            "engine": engine,
+            "shots": shots,
+            "model_name": model_name.strip() or f"{source.name} → {target.name} ({method})",
+            "eval_episodes": eval_episodes,
+            "visibility": visibility,
+        },
+    )
+    if enqueue:
+        job_enqueue_on_commit(job)
+    return job
+
+
+def transfer_shots(domain: SourceDomain, spec: TaskSpec) -> list[int]:
+    """The shot counts of TRANSFER_SHOTS that every meta-test class of the target can supply.
+
+    The task spec's own check (``k_shot + query_size`` fits every class) guarantees 1 shot.
+    """
+    counts = [
+        domain.classes[i]["count"] for i in split_classes(domain=domain, split=spec.split, part="meta_test")
+    ]
+    return [k for k in TRANSFER_SHOTS if k + spec.query_size <= min(counts)]
+
+
 def job_enqueue_on_commit(job: Job) -> None:
     """Queue the job's task once the row is committed, so a worker never sees a missing job.
 
@@ -316,6 +417,8 @@ def job_run(*, job_id: int, worker_host: str | None = None, also_report: Progres
                 _run_meta_train(job, also_report)
             elif job.kind == Job.Kind.EVALUATE:
                 _run_evaluate(job)
+            elif job.kind == Job.Kind.TRANSFER:
+                _run_transfer(job, also_report)
             else:
                 raise InvalidInput(f"job kind {job.kind!r} is not runnable yet")
     except Exception as exc:
@@ -370,6 +473,143 @@ def _run_meta_train(job: Job, also_report: ProgressFn | None) -> None:
         for numbers in evaluation_numbers
     ]
     store.clear()
+    _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=evaluations)
+
+
+def _source_class_names(model) -> list[str]:
+    """Names of the classes a catalog model was meta-trained on (empty when unknown)."""
+    spec = model.task_spec
+    if spec is None or not spec.domain.is_image:
+        return []
+    return [
+        spec.domain.classes[i]["name"]
+        for i in split_classes(domain=spec.domain, split=spec.split, part="meta_train")
+    ]
+
+
+def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
+    """Transferred model and from-scratch baseline, then a paired comparison at every shot count."""
+    from learning.engine.algorithms import train
+    from learning.engine.evaluation import evaluate_classifier, paired_comparison
+    from learning.engine.transfer import COMMON_KEYS, METHOD_KEYS, TransferData
+    from learning.engine.weights import weights_to_bytes
+
+    source, target, spec = job.source_model, job.domain, job.task_spec
+    engine = job.config["engine"]
+    source_data = None
+    if engine["algorithm"] == "instance":
+        source_domain = source.trained_on.filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION).first()
+        if source_domain is None:
+            raise InvalidInput("instance transfer needs the source model's training domain")
+        source_data = _domain_data(source_domain)
+    data = TransferData.from_weights_bytes(
+        _domain_data(target),
+        artifact_read(source.weights_file),
+        source_data=source_data,
+        source_class_names=_source_class_names(source),
+    )
+    recorder = JobProgressRecorder(job)
+    steps = engine["steps"]
+
+    def progress(offset: int, phase: str):
+        recorder.phase = phase
+
+        def on_progress(event: dict[str, Any]) -> None:
+            shifted = {**event, "step": event["step"] + offset, "total": 2 * steps}
+            recorder(shifted)
+            if also_report is not None:
+                also_report(shifted)
+
+        return on_progress
+
+    stop = _CancelPoll(job.pk)
+    transferred = train(
+        engine,
+        data,
+        on_progress=progress(0, "transferring"),
+        should_stop=stop,
+        checkpoint=ArtifactCheckpointStore(job.pk, run="transfer"),
+    )
+    if transferred.stopped:
+        _finish(job, Job.Status.CANCELLED)
+        return
+    # The baseline trains like finetune, from a fresh init: same data, steps and optimizer.
+    baseline_keys = set(COMMON_KEYS) | set(METHOD_KEYS["scratch"])
+    baseline_config = {k: v for k, v in engine.items() if k in baseline_keys} | {"algorithm": "scratch"}
+    baseline = train(
+        baseline_config,
+        data,
+        on_progress=progress(steps, "baseline"),
+        should_stop=stop,
+        checkpoint=ArtifactCheckpointStore(job.pk, run="scratch"),
+    )
+    if baseline.stopped:
+        _finish(job, Job.Status.CANCELLED)
+        return
+
+    recorder.write(
+        step=2 * steps, total=2 * steps, metrics=job_metrics(transferred), eta=0.0, phase="evaluating"
+    )
+    meta_test = split_classes(domain=target, split=spec.split, part="meta_test")
+    rows = []
+    for shots in job.config["shots"]:
+        common = dict(
+            classes=meta_test,
+            n_way=spec.n_way,
+            k_shot=shots,
+            query=spec.query_size,
+            within_group=spec.within_group,
+            episodes=job.config["eval_episodes"],
+            seed=spec.seed,
+        )
+        ours = evaluate_classifier(
+            transferred.algorithm,
+            transferred.weights,
+            transferred.model_config,
+            data.target,
+            seen_class_names=transferred.train_class_names,
+            **common,
+        )
+        theirs = evaluate_classifier(
+            baseline.algorithm,
+            baseline.weights,
+            baseline.model_config,
+            data.target,
+            seen_class_names=baseline.train_class_names,
+            **common,
+        )
+        paired = paired_comparison(ours, theirs)
+        rows.append(
+            {
+                "shots": shots,
+                "metric": Evaluation.Metric.ACCURACY,
+                "mean": ours.mean,
+                "ci95": ours.ci95,
+                "episodes": ours.episodes,
+                "baseline_mean": theirs.mean,
+                "baseline_ci95": theirs.ci95,
+                "gain_ci95": paired["ci95"],
+            }
+        )
+    model = metamodel_register(
+        name=job.config["model_name"],
+        algorithm=transferred.algorithm,
+        architecture=transferred.model_config["arch"],
+        weights=weights_to_bytes(transferred.weights, transferred.model_config, transferred.algorithm),
+        hyperparameters={**engine, "model_config": transferred.model_config},
+        trained_on=[target],
+        task_spec=spec,
+        parent=source,
+        metrics=job_metrics(transferred),
+        description=f"Transferred from {source.name} by job {job.pk} ({engine['algorithm']}).",
+        owner=job.owner,
+        visibility=job.config["visibility"],
+    )
+    evaluations = [
+        evaluation_create(model=model, target_domain=target, task_spec=spec, **row) for row in rows
+    ]
+    for run in ("transfer", "scratch"):
+        ArtifactCheckpointStore(job.pk, run=run).clear()
     _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=evaluations)
 
 

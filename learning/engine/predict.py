@@ -73,6 +73,13 @@ def task_of(model_config: Mapping[str, Any]) -> str:
     raise PredictError(f"models of architecture {arch!r} cannot make predictions here")
 
 
+def fixed_ways(model_config: Mapping[str, Any]) -> int | None:
+    """How many labels an image model's support sets must have: its linear head's outputs, or None."""
+    if model_config.get("arch") == "conv4" and model_config.get("head") == "linear":
+        return int(model_config["out_features"])
+    return None
+
+
 @dataclass(frozen=True)
 class Predictor:
     """A trained net ready to adapt and predict; build one with :func:`load_predictor`."""
@@ -85,9 +92,7 @@ class Predictor:
     @property
     def fixed_ways(self) -> int | None:
         """The number of labels a support set must have (MAML-family heads), or None for any number."""
-        if self.task == CLASSIFICATION and self.model_config.get("head") == "linear":
-            return int(self.model_config["out_features"])
-        return None
+        return fixed_ways(self.model_config)
 
     @property
     def has_std(self) -> bool:
@@ -257,6 +262,7 @@ __all__ = [
     "PredictError",
     "Predictor",
     "classify",
+    "fixed_ways",
     "images_to_tensor",
     "is_finite_float32",
     "load_predictor",

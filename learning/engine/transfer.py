@@ -25,7 +25,8 @@ Methods (``config["algorithm"]``, all in the ``image`` domain, data :class:`Tran
   ``beta = l2sp_beta``.
 - ``feature`` (feature-representation transfer): the source backbone frozen; a head fitted on
   its features of the target examples: ``head`` ``"logistic"`` (multinomial logistic
-  regression, full batch, Adam, L2 ``weight_decay``) or ``"prototypes"`` (class means, stored
+  regression, full batch, Adam, L2 ``weight_decay``, started from the prototype classifier)
+  or ``"prototypes"`` (class means, stored
   as the equivalent linear layer ``2 p . f - ||p||^2``, one step).
 - ``instance`` (instance transfer): a fresh model trained on the target examples together with
   labelled SOURCE examples (``TransferData.source_data``, as extra classes of the head), each
@@ -106,6 +107,8 @@ TARGET_STREAM = 21
 """Episode-RNG stream of target minibatches (training samplers use 0, evaluation 7)."""
 SOURCE_STREAM = 22
 """Stream of the source minibatches of ``instance``."""
+WEIGHT_STREAM = 23
+"""Stream of the permutation that mixes target and source examples for the instance weights' features."""
 TARGET_EVAL_LIMIT = 2000
 """At most this many unused target examples are classified for ``target_accuracy``."""
 
@@ -719,6 +722,10 @@ def train_feature(
             return StepOutput(loss=float(ce), metrics={"train_accuracy": acc})
 
     else:
+        # Starting from the prototype classifier (rather than a random layer) gives the logistic
+        # regression a sensible solution from the first step; the steps then refine it.
+        with torch.no_grad():
+            _set_prototype_head(head, feats, y_all, n_classes)
         optimizer = torch.optim.Adam(head.parameters(), lr=config["lr"])
         total_steps = config["steps"]
         wd = config["weight_decay"]
@@ -811,7 +818,8 @@ def kmm_weights(
     max_weight: float = 10.0,
     eps: float | None = None,
     sigma: float | None = None,
-    iterations: int = 500,
+    iterations: int = 300,
+    tol: float = 1e-6,
 ) -> np.ndarray:
     """Kernel mean matching weights ``(Ns,)`` (Huang et al., 2007): source ``(Ns, D)``, target ``(Nt, D)``.
 
@@ -820,7 +828,8 @@ def kmm_weights(
     ``K`` over source pairs and ``kappa_i = Ns/Nt sum_j k(x_i, t_j)``: the weights that make the
     weighted source mean in the kernel's feature space match the target mean. ``eps`` defaults
     to ``(sqrt(Ns) - 1) / sqrt(Ns)`` (the paper's choice), ``sigma`` to the median distance
-    between all points. Solved by accelerated projected gradient (FISTA) from ``b = 1``.
+    between all points. Solved by accelerated projected gradient (FISTA) from ``b = 1`` for at most
+    ``iterations`` steps, stopping once no weight moves by more than ``tol * max_weight``.
     """
     xs = np.asarray(source_features, dtype=np.float64)
     xt = np.asarray(target_features, dtype=np.float64)
@@ -833,9 +842,12 @@ def kmm_weights(
     d_st = sqdist(xs, xt)
     if sigma is None:
         both = np.concatenate([d_ss.ravel(), d_st.ravel()])
-        med = float(np.median(np.sqrt(both[both > 0]))) if (both > 0).any() else 1.0
-        sigma = med
-    k = np.exp(-d_ss / (2.0 * sigma**2))
+        # The median of a fixed, evenly strided subset: the same heuristic at a bounded cost.
+        both = both[:: max(1, len(both) // 200_000)]
+        sigma = float(np.median(np.sqrt(both[both > 0]))) if (both > 0).any() else 1.0
+    # float32 halves the cost of the matrix-vector products that dominate the solve; the weights
+    # need nowhere near float64 precision.
+    k = np.exp(-d_ss / (2.0 * sigma**2)).astype(np.float32)
     kappa = (ns / nt) * np.exp(-d_st / (2.0 * sigma**2)).sum(1)
     if eps is None:
         eps = (np.sqrt(ns) - 1.0) / np.sqrt(ns)
@@ -847,19 +859,26 @@ def kmm_weights(
     v = np.ones(ns) / np.sqrt(ns)
     lipschitz = 1.0
     for _ in range(100):
-        kv = k @ v
-        lipschitz = float(np.linalg.norm(kv))
-        v = kv / max(lipschitz, 1e-300)
-    lipschitz *= 1.01
+        kv = (k @ v.astype(np.float32)).astype(np.float64)
+        estimate = float(np.linalg.norm(kv))
+        v = kv / max(estimate, 1e-300)
+        if abs(estimate - lipschitz) <= 1e-6 * estimate:
+            break
+        lipschitz = estimate
+    lipschitz = 1.01 * max(estimate, lipschitz)
     step = 1.0 / max(lipschitz, 1e-12)
     b = _project_box_sum(np.ones(ns), max_weight, low, high)
     z = b.copy()
     t = 1.0
     for _ in range(iterations):
-        b_next = _project_box_sum(z - step * (k @ z - kappa), max_weight, low, high)
+        kz = (k @ z.astype(np.float32)).astype(np.float64)
+        b_next = _project_box_sum(z - step * (kz - kappa), max_weight, low, high)
         t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         z = b_next + ((t - 1.0) / t_next) * (b_next - b)
+        moved = float(np.abs(b_next - b).max())
         b, t = b_next, t_next
+        if moved <= tol * max_weight:
+            break
     return b
 
 
@@ -895,8 +914,9 @@ def train_instance(
 
     backbone, shape = source_backbone(data)
     batch = config["batch_size"]
-    tgt_feats = _features(backbone, data.target.images[setup.train_idx], batch)
-    src_feats = _features(backbone, source.images[src_idx], batch)
+    tgt_feats, src_feats = joint_features(
+        backbone, data.target.images[setup.train_idx], source.images[src_idx], batch, config["seed"]
+    )
     if config["weighting"] == "kmm":
         weights = kmm_weights(src_feats, tgt_feats, max_weight=config["max_weight"])
     else:
@@ -956,9 +976,23 @@ def train_instance(
     return result
 
 
-def _features(backbone: Conv4, images: np.ndarray, batch: int) -> np.ndarray:
-    """Source-backbone features ``(N, D)`` float64 of uint8 images ``(N, H, W)``, in chunks of ``batch``."""
-    return features_of(backbone, images, batch_size=batch)
+def joint_features(
+    backbone: nn.Module, target: np.ndarray, source: np.ndarray, batch: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``((Nt, D), (Ns, D))`` float64 of target and source uint8 images, computed in mixed batches.
+
+    The nets normalize with the statistics of each batch; batches of one domain only would
+    each be normalized to the same statistics, erasing the very shift the instance weights must
+    measure (it is what AdaBN exploits to *remove* a shift). So both sets are shuffled together
+    (a fixed permutation from ``seed``) and embedded in chunks of ``batch``, like the joint
+    training batches.
+    """
+    images = np.concatenate([target, source])
+    order = episode_rng(seed, WEIGHT_STREAM, 0).permutation(len(images))
+    shuffled = features_of(backbone, images[order], batch_size=batch)
+    feats = np.empty_like(shuffled)
+    feats[order] = shuffled
+    return feats[: len(target)], feats[len(target) :]
 
 
 # ------------------------------------------------------------------------------------- RKD

@@ -118,6 +118,13 @@ class Processes:
         return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.started)
 
 
+@pytest.fixture(autouse=True)
+def no_heartbeat_thread_in_process(settings):
+    """Jobs run in the test process beat only after an hour: on SQLite a beat from another thread
+    would wait for the test's open transaction. Worker processes get their own interval."""
+    settings.JOB_HEARTBEAT_INTERVAL = 3600
+
+
 @pytest.fixture
 def processes(artifacts_in_tmp, tmp_path, redis_server, transactional_db):
     procs = Processes(artifacts_in_tmp, tmp_path)

@@ -30,11 +30,16 @@ def report(command: BaseCommand, job: Job) -> None:
     job.refresh_from_db()
     if job.status != Job.Status.SUCCEEDED:
         raise CommandError(f"job {job.pk} {job.status}: {job.error_summary}")
-    for evaluation in job.result_evaluations.all():
-        command.stdout.write(
+    for evaluation in job.result_evaluations.order_by("shots", "metric"):
+        line = (
             f"{evaluation.shots}-shot {evaluation.metric}: {evaluation.mean:.4f} ± {evaluation.ci95:.4f} "
             f"(95% CI, {evaluation.episodes} episodes)"
         )
+        if evaluation.gain is not None:
+            line += f"; from scratch {evaluation.baseline_mean:.4f}, gain {evaluation.gain:+.4f}"
+            line += f" ± {evaluation.gain_ci95:.4f}" if evaluation.gain_ci95 is not None else ""
+            line += " NEGATIVE TRANSFER" if evaluation.negative_transfer else ""
+        command.stdout.write(line)
     command.stdout.write(command.style.SUCCESS(f"job {job.pk} succeeded; model {job.result_model_id}"))
 
 

@@ -1,0 +1,156 @@
+"""Few-shot classification quality on Omniglot alphabets never seen in meta-training.
+
+Meta-trains on every alphabet of ``images_background_small1`` (with rotations) and
+tests on Japanese_(katakana), Sanskrit and Tagalog from ``images_background_small2``
+(never on Greek or Latin, which both files share). Settings:
+
+- ``5w1s``: 5-way 1-shot, classes from any test alphabet;
+- ``5w5s``: 5-way 5-shot, likewise;
+- ``20w1s``: 20-way 1-shot *within one alphabet* (Tagalog, with 17 characters, is skipped);
+  trained on within-alphabet episodes too.
+
+Each (algorithm, setting) trains for at most ``--minutes`` (the stop callback ends the
+run) or ``--max-steps``, then is evaluated on ``--episodes`` test episodes (mean and
+95% CI). Run from the repository root, e.g.:
+
+    .venv/bin/python -m benchmarks.omniglot_quality --algorithm protonet --setting 5w1s 20w1s --minutes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks._results import append_results
+from learning.engine.algorithms import train
+from learning.engine.device import resolve_device
+from learning.engine.evaluation import evaluate_classifier
+from learning.engine.omniglot import load_omniglot_zip
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
+TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+SETTINGS: dict[str, dict[str, Any]] = {
+    "5w1s": {"n_way": 5, "k_shot": 1, "within_group": False},
+    "5w5s": {"n_way": 5, "k_shot": 5, "within_group": False},
+    "20w1s": {"n_way": 20, "k_shot": 1, "within_group": True},
+}
+ALGORITHMS = ("protonet", "maml", "fomaml", "reptile", "siamese")
+
+
+def run_one(
+    algorithm: str, setting: str, args: argparse.Namespace, train_data: Any, test_data: Any
+) -> list[object]:
+    """Train and evaluate one (algorithm, setting); returns the table row."""
+    spec = SETTINGS[setting]
+    task: dict[str, Any] = {
+        "n_way": spec["n_way"],
+        "k_shot": spec["k_shot"],
+        "within_group": spec["within_group"],
+    }
+    config: dict[str, Any] = {
+        "algorithm": algorithm,
+        "model": {"hidden": args.hidden},
+        "task": task,
+        "steps": args.max_steps,
+        "seed": args.seed,
+        "device": args.device,
+        "checkpoint_every": 0,
+        "rotations": True,
+    }
+    if args.meta_batch:
+        config["meta_batch"] = args.meta_batch
+    if algorithm in ("maml", "fomaml"):
+        config["eval_inner_steps"] = 3
+    deadline = time.monotonic() + 60 * args.minutes
+    start = time.monotonic()
+    result = train(config, train_data, should_stop=lambda: time.monotonic() > deadline)
+    train_minutes = (time.monotonic() - start) / 60
+    classes = [c for c in range(test_data.num_classes) if test_data.class_groups[c] in TEST_ALPHABETS]
+    t0 = time.monotonic()
+    score = evaluate_classifier(
+        algorithm,
+        result.weights,
+        result.model_config,
+        test_data,
+        classes=classes,
+        n_way=spec["n_way"],
+        k_shot=spec["k_shot"],
+        query=args.query,
+        episodes=args.episodes,
+        within_group=spec["within_group"],
+        seed=args.seed,
+        device=args.device,
+        seen_class_names=result.train_class_names,
+        strict=not args.no_record,
+    )
+    row: list[object] = [
+        algorithm,
+        setting,
+        f"{100 * score.mean:.1f} ± {100 * score.ci95:.1f}",
+        score.episodes,
+        result.steps_done,
+        f"{train_minutes:.1f}",
+        f"{result.metrics['loss']:.3f}",
+        f"{(time.monotonic() - t0) / 60:.1f}",
+    ]
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algorithm", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
+    parser.add_argument("--setting", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time budget per run")
+    parser.add_argument("--max-steps", type=int, default=100_000, help="training steps if time allows")
+    parser.add_argument("--episodes", type=int, default=600, help="test episodes (>= 600 for the protocol)")
+    parser.add_argument("--query", type=int, default=5, help="test queries per class")
+    parser.add_argument("--hidden", type=int, default=64, help="Conv4 filters")
+    parser.add_argument("--meta-batch", type=int, default=0, help="override the algorithm's default")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--no-record", action="store_true", help="smoke run: print only, allow < 600 episodes, no RESULTS.md"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train_data = load_omniglot_zip(args.data_dir / "images_background_small1.zip")
+    test_data = load_omniglot_zip(args.data_dir / "images_background_small2.zip")
+    rows = [run_one(a, s, args, train_data, test_data) for a in args.algorithm for s in args.setting]
+    headers = [
+        "algorithm",
+        "setting",
+        "test accuracy % (95% CI)",
+        "test episodes",
+        "train steps",
+        "train min",
+        "final train loss",
+        "eval min",
+    ]
+    notes = [
+        "meta-train: all alphabets of images_background_small1 (rotations as extra classes); test: "
+        "Japanese_(katakana), Sanskrit, Tagalog of images_background_small2 (20w1s within one alphabet; "
+        "Tagalog skipped there).",
+        f"budget: at most {args.minutes:g} min or {args.max_steps} steps of training per row; "
+        f"Conv4-{args.hidden}; {args.query} test queries per class; algorithm defaults otherwise "
+        "(MAML/FOMAML: 3 inner steps at test).",
+    ]
+    if args.no_record:
+        return
+    print(
+        append_results(
+            "Omniglot few-shot quality", headers, rows, device=resolve_device(args.device), notes=notes
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Predictions on a user's own task: shapes, probabilities, adaptation, and above-chance accuracy.
+
+``tiny_model`` trains real (tiny) models once per session; the API and page tests reuse it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from learning.builtin_domains import digits_arrays
+from learning.engine import predict
+from learning.engine.algorithms import train
+from learning.engine.data import ImageArrays
+from learning.engine.functions import FunctionFamily
+from learning.engine.loop import TrainResult
+
+torch.set_num_threads(1)
+
+TRAIN_CLASSES = [0, 1, 2, 3, 4]
+"""Digits meta-train classes; 5..9 stay held out."""
+
+_IMAGE = {
+    "protonet": {"steps": 20},
+    "maml": {"steps": 5, "inner_steps": 1},
+    "reptile": {"steps": 3, "meta_batch": 2},
+    "siamese": {"steps": 5, "meta_batch": 8},
+}
+_FUNCTION = {
+    "cnp": ("gp-1d", {"steps": 30, "model": {"hidden": 16}, "validation": {"tasks": 0}}),
+    "np": ("gp-1d", {"steps": 30, "model": {"hidden": 16, "latent_dim": 8}, "validation": {"tasks": 0}}),
+    "maml": (
+        "sinusoid",
+        {"steps": 5, "meta_batch": 4, "model": {"hidden": [16, 16]}, "validation": {"tasks": 0}},
+    ),
+}
+
+
+@functools.cache
+def digits() -> ImageArrays:
+    return digits_arrays()
+
+
+@functools.cache
+def tiny_model(algorithm: str, domain: str = "image", *, steps: int = 0, hidden: int = 8) -> TrainResult:
+    """A real model trained for a few steps on digits (5-way, ``hidden`` filters) or a function family."""
+    common = {"algorithm": algorithm, "device": "cpu", "checkpoint_every": 0}
+    if domain == "image":
+        config = {
+            **common,
+            "meta_batch": 1,
+            "model": {"hidden": hidden},
+            "task": {"n_way": 5, "k_shot": 1, "query": 5, "meta_train_classes": TRAIN_CLASSES},
+            **_IMAGE[algorithm],
+        }
+        return train({**config, "steps": steps or config["steps"]}, digits())
+    family, settings = _FUNCTION[algorithm]
+    return train({**common, "domain": "function", **settings}, FunctionFamily.from_spec(family))
+
+
+def predictor(algorithm: str, domain: str = "image", **kwargs) -> predict.Predictor:
+    result = tiny_model(algorithm, domain, **kwargs)
+    return predict.load_predictor(result.weights, result.model_config, result.algorithm)
+
+
+def held_out_task(rng: np.random.Generator, *, shots: int = 1, queries: int = 10):
+    """One support image per held-out class (5..9) and ``queries`` other images of each."""
+    data = digits()
+    support, query, truth = [], [], []
+    for label, cls in enumerate(range(5, 10)):
+        idx = rng.permutation(np.flatnonzero(data.labels == cls))
+        support += list(data.images[idx[:shots]])
+        query += list(data.images[idx[shots : shots + queries]])
+        truth += [label] * queries
+    labels = np.repeat(np.arange(5), shots)
+    return np.stack(support), labels, np.stack(query), np.array(truth)
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "maml", "reptile", "siamese"])
+def test_classification_gives_one_distribution_per_query(algorithm):
+    # given a tiny trained model and a 5-way 1-shot task of held-out digits
+    support, labels, query, _ = held_out_task(np.random.default_rng(1), queries=3)
+
+    # when it predicts
+    probabilities = predict.classify(predictor(algorithm), support, labels, query)
+
+    # then each of the 15 queries has 5 probabilities that sum to 1
+    assert probabilities.shape == (15, 5)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-9)
+
+
+def test_a_briefly_trained_protonet_beats_chance_on_held_out_digits():
+    # given a ProtoNet trained for 50 steps on digits 0-4 only
+    net = predictor("protonet", steps=50, hidden=16)
+    rng = np.random.default_rng(0)
+
+    # when it labels held-out digits 5-9 from one support image per class, over 10 tasks
+    accuracies = []
+    for _ in range(10):
+        support, labels, query, truth = held_out_task(rng)
+        accuracies.append(float((predict.classify(net, support, labels, query).argmax(1) == truth).mean()))
+
+    # then it is right well above the 20% of chance
+    assert np.mean(accuracies) > 0.3, accuracies
+
+
+def test_maml_adapts_a_copy_and_needs_its_training_n_way():
+    # given a 5-way MAML model
+    net = predictor("maml")
+    before = {k: v.clone() for k, v in net.model.state_dict().items()}
+    support, labels, query, _ = held_out_task(np.random.default_rng(2), queries=2)
+
+    # when it predicts a 5-way task, its own weights stay as trained
+    predict.classify(net, support, labels, query)
+    assert all(torch.equal(before[k], v) for k, v in net.model.state_dict().items())
+
+    # and a 3-way support set is refused by name
+    assert net.fixed_ways == 5
+    three = labels < 3
+    with pytest.raises(predict.PredictError, match="trained 5-way"):
+        predict.classify(net, support[three], labels[three], query)
+
+
+def test_labels_must_cover_at_least_two_classes():
+    net = predictor("protonet")
+    support, _, query, _ = held_out_task(np.random.default_rng(3), queries=1)
+    with pytest.raises(predict.PredictError, match="N >= 2"):
+        predict.classify(net, support, np.zeros(len(support), dtype=int), query)
+
+
+def test_a_cnp_predicts_a_mean_and_a_positive_std_per_query():
+    # given a tiny CNP on gp-1d and three context points
+    net = predictor("cnp", "function")
+    x_query = np.linspace(-2, 2, 9)
+
+    # when it predicts nine points
+    mean, std = predict.regress(net, [-1.0, 0.0, 1.0], [0.3, -0.2, 0.5], x_query)
+
+    # then there is a mean and a positive std for each
+    assert mean.shape == (9,) and std is not None and std.shape == (9,)
+    assert (std > 0).all() and np.isfinite(mean).all()
+    assert net.has_std
+
+
+def test_a_latent_np_gives_the_same_mixture_moments_for_the_same_request():
+    net = predictor("np", "function")
+    first = predict.regress(net, [0.0, 0.5], [0.1, 0.2], [0.0, 1.0, 2.0])
+    second = predict.regress(net, [0.0, 0.5], [0.1, 0.2], [0.0, 1.0, 2.0])
+    assert first[1] is not None and (first[1] > 0).all()
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_maml_on_functions_fine_tunes_on_the_support_and_gives_no_std():
+    # given a tiny MAML regressor (10 inner steps saved with it)
+    net = predictor("maml", "function")
+    assert net.adapt["inner_steps"] == 10
+
+    # when it predicts with and without a support set that pulls it towards y = 3
+    xs = np.linspace(-4, 4, 10)
+    mean, std = predict.regress(net, xs, np.full(10, 3.0), xs)
+    with torch.no_grad():
+        unadapted = net.model(torch.tensor(xs, dtype=torch.float32).view(-1, 1)).view(-1).double().numpy()
+
+    # then the adapted predictions moved towards the support values, and there is no std
+    assert std is None and mean.shape == (10,)
+    assert np.abs(mean - 3.0).mean() < np.abs(unadapted - 3.0).mean()
+
+
+def test_a_model_of_an_unknown_architecture_is_refused():
+    with pytest.raises(predict.PredictError, match="architecture"):
+        predict.task_of({"arch": "transformer"})
