@@ -16,4 +16,5 @@ urlpatterns = [
     path("task-specs/", views.task_spec_list, name="taskspec-list"),
     path("task-specs/<int:pk>/", views.task_spec_detail, name="taskspec-detail"),
     path("transfer/", views.transfer_matrix, name="transfer-matrix"),
+    path("transfer/recommend/", views.transfer_recommend, name="transfer-recommend"),
 ]

@@ -19,6 +19,7 @@ from learning.artifacts import artifact_storage
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
 from learning.models import MetaModel, SourceDomain, Visibility
+from learning.recommend import recommend_sources
 from learning.services.domains import domain_import
 
 PAGE_SIZE = 20
@@ -193,3 +194,23 @@ def transfer_matrix(request: HttpRequest) -> HttpResponse:
     shots = request.GET.get("shots", "")
     matrix = selectors.transfer_matrix(user=request.user, shots=int(shots) if shots.isdigit() else None)
     return render(request, "learning/transfer_matrix.html", {"matrix": matrix})
+
+
+@require_GET
+def transfer_recommend(request: HttpRequest) -> HttpResponse:
+    targets = (
+        selectors.domain_list(user=request.user)
+        .filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION)
+        .order_by("name")
+    )
+    slug = request.GET.get("domain", "")
+    ranking = None
+    if slug:
+        ranking = recommend_sources(
+            user=request.user, target=selectors.domain_get(user=request.user, slug=slug)
+        )
+    return render(
+        request,
+        "learning/transfer_recommend.html",
+        {"targets": targets, "selected": slug, "ranking": ranking},
+    )

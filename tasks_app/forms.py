@@ -76,3 +76,63 @@ class MetaTrainForm(forms.Form):
     @property
     def image_algorithms(self) -> tuple[str, ...]:
         return IMAGE_ALGORITHMS
+
+
+TRANSFER_METHOD_CHOICES = [
+    ("finetune", "Parameter transfer: fine-tune the source (optionally with L2-SP)"),
+    ("feature", "Feature-representation transfer: frozen backbone, new head"),
+    ("instance", "Instance transfer: reweighted source examples with the target's"),
+    ("rkd", "Relational-knowledge transfer: distill the source's relations (RKD)"),
+]
+
+
+class TransferForm(forms.Form):
+    source_model = forms.ChoiceField(help_text="The knowledge-base model to transfer from.")
+    domain = forms.ChoiceField(label="Target domain", help_text="The new image domain.")
+    task_spec = forms.ChoiceField(required=False, help_text="A task spec of the target, or define one below.")
+    n_way = forms.IntegerField(initial=5, min_value=1, label="N-way")
+    query_size = forms.IntegerField(initial=15, min_value=1, label="Queries per class")
+    seed = forms.IntegerField(initial=0, min_value=0)
+    method = forms.ChoiceField(choices=TRANSFER_METHOD_CHOICES, initial="finetune")
+    steps = forms.IntegerField(
+        initial=200, help_text="Training steps, for the transfer and for the baseline."
+    )
+    lr = forms.FloatField(initial=0.001, label="Learning rate")
+    eval_episodes = forms.IntegerField(
+        initial=MIN_EVAL_EPISODES, help_text="Episodes per shot count (≥ 600)."
+    )
+    model_name = forms.CharField(required=False, max_length=200)
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+
+    def __init__(self, *args, models, domains, task_specs, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["source_model"].choices = [
+            (str(m.pk), f"{m.name} ({m.algorithm}, #{m.pk})") for m in models
+        ]
+        self.fields["domain"].choices = [(d.slug, d.name) for d in domains]
+        self.fields["task_spec"].choices = [("", "— define a new one below —")] + [
+            (str(s.pk), f"{s.name} · {s.domain.name} (#{s.pk})") for s in task_specs
+        ]
+
+    def service_arguments(self) -> dict:
+        """The keyword arguments of ``job_create_transfer`` from the cleaned data."""
+        data = self.cleaned_data
+        task = None
+        if not data.get("task_spec"):
+            task = {
+                "n_way": data["n_way"],
+                "k_shot": 1,
+                "query_size": data["query_size"],
+                "seed": data["seed"],
+            }
+        return {
+            "source_model_id": data["source_model"],
+            "target_domain_slug": data["domain"],
+            "method": data["method"],
+            "hyperparameters": {"steps": data["steps"], "lr": data["lr"], "seed": data["seed"]},
+            "task_spec_id": data.get("task_spec") or None,
+            "task": task,
+            "eval_episodes": data["eval_episodes"],
+            "model_name": data.get("model_name", ""),
+            "visibility": data["visibility"],
+        }

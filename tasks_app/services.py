@@ -25,7 +25,7 @@ from django.utils import timezone
 from learning import selectors as catalog
 from learning.artifacts import artifact_read
 from learning.errors import InvalidInput
-from learning.models import Evaluation, SourceDomain, TaskSpec, Visibility
+from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, SourceDomain, TaskSpec, Visibility
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import split_classes, task_spec_create
 from tasks_app.checkpoints import ArtifactCheckpointStore
@@ -154,7 +154,7 @@ def job_create_evaluate(
         model = catalog.metamodel_get(user=owner, pk=int(model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {model_id!r}", field="model") from exc
-    if model.algorithm not in ("protonet", "maml", "fomaml", "reptile", "siamese"):
+    if model.algorithm not in IMAGE_MODEL_ALGORITHMS:
         raise InvalidInput(f"{model.algorithm!r} models are not evaluated on image episodes", field="model")
     if task_spec_id in (None, ""):
         if model.task_spec is None:
@@ -178,20 +178,6 @@ def job_create_evaluate(
     if enqueue:
         job_enqueue_on_commit(job)
     return job
-
-
-IMAGE_MODEL_ALGORITHMS = (
-    "protonet",
-    "maml",
-    "fomaml",
-    "reptile",
-    "siamese",
-    "finetune",
-    "feature",
-    "instance",
-    "rkd",
-    "scratch",
-)
 
 
 @transaction.atomic

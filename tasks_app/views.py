@@ -11,8 +11,9 @@ from django.views.decorators.http import require_POST
 
 from learning import selectors as catalog
 from learning.errors import InvalidInput
+from learning.models import IMAGE_MODEL_ALGORITHMS, SourceDomain
 from tasks_app import selectors, services
-from tasks_app.forms import MetaTrainForm
+from tasks_app.forms import MetaTrainForm, TransferForm
 
 FORM_FIELDS = set(MetaTrainForm.base_fields)
 
@@ -40,6 +41,31 @@ def job_launch(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Job {job.pk} is queued.")
             return redirect("job-detail", pk=job.pk)
     return render(request, "tasks_app/job_form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+def job_transfer(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    choices = {
+        "models": catalog.metamodel_list(user=user)
+        .filter(algorithm__in=IMAGE_MODEL_ALGORITHMS)
+        .order_by("name"),
+        "domains": catalog.domain_list(user=user).filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION),
+        "task_specs": catalog.task_spec_list(user=user).filter(
+            domain__modality=SourceDomain.Modality.IMAGE_CLASSIFICATION
+        ),
+    }
+    initial = {"source_model": request.GET.get("source_model", ""), "domain": request.GET.get("domain", "")}
+    form = TransferForm(request.POST or None, initial=initial, **choices)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = services.job_create_transfer(owner=user, **form.service_arguments())
+        except InvalidInput as err:
+            form.add_error(err.field if err.field in TransferForm.base_fields else None, err.message)
+        else:
+            messages.success(request, f"Job {job.pk} is queued.")
+            return redirect("job-detail", pk=job.pk)
+    return render(request, "tasks_app/transfer_form.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @login_required

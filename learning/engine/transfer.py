@@ -34,12 +34,16 @@ Methods (``config["algorithm"]``, all in the ``image`` domain, data :class:`Tran
   features: ``weighting`` ``"domain_classifier"`` (logistic regression target-vs-source,
   ``w = p(target|x) / p(source|x) * n_source / n_target``, the density ratio
   ``p_target(x) / p_source(x)``; Bickel et al., 2007) or ``"kmm"`` (kernel mean matching,
-  Huang et al., 2007). Weights are clipped to ``[0, max_weight]``.
+  Huang et al., 2007). Weights are clipped to ``[0, max_weight]``. The features for the weights
+  are computed on target and source examples shuffled together (:func:`joint_features`): the
+  nets' batch-statistics norm would otherwise normalize each domain's shift away. The model
+  starts from a fresh initialization, so any gain comes from the reused examples.
 - ``rkd`` (relational-knowledge transfer): a fresh student trained on the target with
   cross-entropy plus Relational Knowledge Distillation (Park et al., 2019) from the source
   backbone (teacher) on the same images: the distance-wise loss (pairwise distances divided
   by their mean, Huber loss) weighted ``distance_weight`` and the angle-wise loss (cosines of
-  the angles of all triplets, Huber loss) weighted ``angle_weight``.
+  the angles of all triplets, Huber loss) weighted ``angle_weight``. ``student.hidden`` may
+  differ from the teacher's width (relations need no matching dimensions).
 
 Config (every key optional except ``algorithm``)::
 
@@ -56,7 +60,7 @@ Config (every key optional except ``algorithm``)::
       # feature:             "head": "logistic", "weight_decay": 0.0001
       # instance:            "weighting": "domain_classifier", "source_classes": null,
       #                      "source_groups": null, "source_batch": 32, "max_weight": 10.0
-      # rkd:                 "distance_weight": 1.0, "angle_weight": 2.0, "student": {"hidden": null}
+      # rkd:                 "distance_weight": 25.0, "angle_weight": 50.0, "student": {"hidden": null}
     }
 
 Training minibatches are drawn from ``(seed, step)`` (:func:`episode_rng`), and everything
@@ -64,6 +68,16 @@ computed before the loop (features, instance weights) is deterministic, so
 :func:`learning.engine.loop.run_training` resumes a stopped run to bitwise the same weights.
 The resume fingerprint includes a digest of the source weights: resuming onto another
 source is refused.
+
+From the Django side (a source MetaModel's artifact bytes, the target domain's arrays)::
+
+    data = TransferData.from_weights_bytes(target_arrays, artifact_bytes,
+                                           source_data=source_arrays,          # instance only
+                                           source_class_names=source_seen)     # its train classes
+    result = train({"algorithm": "finetune", "source_model": {"algorithm": ..., "model_config": ...},
+                    "target": {...}, ...}, data, on_progress=..., should_stop=..., checkpoint=store)
+    # result.weights / result.model_config / result.algorithm go to weights_to_bytes as usual;
+    # evaluate_classifier(result.algorithm, ...) scores it on episodes of new target classes.
 """
 
 from __future__ import annotations
@@ -359,8 +373,10 @@ def validate_transfer_config(config: dict[str, Any]) -> dict[str, Any]:
         out["source_batch"] = get_int(config, "source_batch", out["batch_size"], minimum=1, maximum=4096)
         out["max_weight"] = get_float(config, "max_weight", 10.0, positive=True, maximum=1e6)
     if name == "rkd":
-        out["distance_weight"] = get_float(config, "distance_weight", 1.0, minimum=0.0, maximum=1e6)
-        out["angle_weight"] = get_float(config, "angle_weight", 2.0, minimum=0.0, maximum=1e6)
+        # 25 and 50: the weights RKD is used with next to a cross-entropy task loss (e.g. in
+        # RepDistiller); the paper's metric-learning runs, with no task loss, use 1 and 2.
+        out["distance_weight"] = get_float(config, "distance_weight", 25.0, minimum=0.0, maximum=1e6)
+        out["angle_weight"] = get_float(config, "angle_weight", 50.0, minimum=0.0, maximum=1e6)
         student = get_section(config, "student")
         reject_unknown(student, ("hidden",), "student")
         hidden = student.get("hidden")

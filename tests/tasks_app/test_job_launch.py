@@ -163,3 +163,36 @@ def test_job_pages_need_a_login_and_hide_strangers_jobs(client, user, stranger, 
     client.force_login(user)
     page = client.get(reverse("job-detail", args=[job_id]))
     assert page.status_code == 200 and b'id="cancel"' in page.content
+
+
+def test_the_transfer_form_shows_errors_beside_fields_and_creates_nothing(client, user, digits):
+    # given a public source model and a logged-in user
+    from learning.services.models import metamodel_register
+
+    source = metamodel_register(name="src", algorithm="protonet", architecture="conv4", weights=b"w")
+    client.force_login(user)
+    assert client.get(reverse("job-transfer"), {"source_model": source.pk}).status_code == 200
+
+    # when they ask for more ways than the target's split has classes
+    response = client.post(
+        reverse("job-transfer"),
+        {
+            "source_model": source.pk,
+            "domain": "digits",
+            "task_spec": "",
+            "n_way": 9,
+            "query_size": 5,
+            "seed": 0,
+            "method": "finetune",
+            "steps": 10,
+            "lr": 0.001,
+            "eval_episodes": 600,
+            "model_name": "",
+            "visibility": "public",
+        },
+    )
+
+    # then the error stands beside n_way and nothing was queued
+    assert response.status_code == 400
+    assert any("n_way is 9" in e for e in response.context["form"].errors["n_way"])
+    assert Job.objects.count() == 0 and TaskSpec.objects.count() == 0

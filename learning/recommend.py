@@ -1,0 +1,109 @@
+"""Source recommendation: rank KB models for a target domain by cheap transferability scores.
+
+Scores come from the source models' features of a few labeled target examples, in
+seconds and before any training: LogME for every model, and LEEP and NCE where the
+model has a classifier head. Where transfer gains on the target were already measured,
+the ranking's Kendall tau against them says how far the scores can be trusted.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from learning import selectors
+from learning.artifacts import artifact_read
+from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, MetaModel, SourceDomain
+
+IMAGE_ALGORITHMS = (
+    "protonet",
+    "maml",
+    "fomaml",
+    "reptile",
+    "siamese",
+    "finetune",
+    "feature",
+    "instance",
+    "rkd",
+    "scratch",
+)
+EXAMPLES_PER_CLASS = 10
+MAX_CLASSES = 50
+MAX_MODELS = 25
+
+
+@dataclass
+class Recommendation:
+    model: MetaModel
+    logme: float
+    leep: float | None
+    nce: float | None
+    measured_gain: Evaluation | None
+
+
+@dataclass
+class Ranking:
+    target: SourceDomain
+    examples: int
+    classes: int
+    recommendations: list[Recommendation]
+    kendall_tau: float | None
+    """Rank correlation of LogME with the measured gains, where two or more were measured."""
+
+
+def _target_sample(target: SourceDomain) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)``: up to ``EXAMPLES_PER_CLASS`` examples of each of the first ``MAX_CLASSES``."""
+    from learning.engine.data import load_image_arrays
+
+    arrays = load_image_arrays(io.BytesIO(artifact_read(target.arrays_file)))
+    picked = [idx[:EXAMPLES_PER_CLASS] for idx in arrays.indices_by_class()[:MAX_CLASSES]]
+    labels = np.concatenate([np.full(len(idx), c) for c, idx in enumerate(picked)])
+    return arrays.images[np.concatenate(picked)], labels
+
+
+def _scores(
+    model: MetaModel, images: np.ndarray, labels: np.ndarray
+) -> tuple[float, float | None, float | None]:
+    import torch
+    from torch import nn
+
+    from learning.engine.transferability import features_of, leep, logme, nce
+    from learning.engine.weights import load_model, weights_from_bytes
+
+    weights, model_config, _ = weights_from_bytes(artifact_read(model.weights_file))
+    net = load_model(weights, model_config)
+    score = logme(features_of(net, images), labels)
+    head = getattr(net, "classifier", None) or getattr(net, "head", None)
+    if not isinstance(head, nn.Linear):
+        return score, None, None
+    with torch.no_grad():
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        logits = torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)]).double()
+    probs = torch.softmax(logits, dim=1).numpy()
+    return score, leep(probs, labels), nce(probs.argmax(axis=1), labels)
+
+
+def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
+    """Rank the image models ``user`` may see for ``target``, best LogME first."""
+    from learning.engine.transferability import kendall_tau
+
+    images, labels = _target_sample(target)
+    models = selectors.metamodel_list(user=user).filter(algorithm__in=IMAGE_MODEL_ALGORITHMS)[:MAX_MODELS]
+    matrix = selectors.transfer_matrix(user=user, shots=shots)
+    measured_by_parent: dict[int, Evaluation] = {}
+    for (_, domain_id), evaluation in matrix.cells.items():
+        # A transferred model's gain is credited to the source it came from.
+        if domain_id == target.pk and evaluation.model.parent_id is not None:
+            measured_by_parent.setdefault(evaluation.model.parent_id, evaluation)
+    recommendations = []
+    for model in models:
+        logme_score, leep_score, nce_score = _scores(model, images, labels)
+        recommendations.append(
+            Recommendation(model, logme_score, leep_score, nce_score, measured_by_parent.get(model.pk))
+        )
+    recommendations.sort(key=lambda r: r.logme, reverse=True)
+    pairs = [(r.logme, r.measured_gain.gain) for r in recommendations if r.measured_gain is not None]
+    tau = kendall_tau([p for p, _ in pairs], [m for _, m in pairs]) if len(pairs) >= 2 else None
+    return Ranking(target, len(labels), int(labels.max()) + 1, recommendations, tau)

@@ -1,0 +1,70 @@
+"""Source recommendation ranks real models by LogME (and LEEP/NCE with a head) on a target's examples."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from learning.models import MetaModel
+from learning.recommend import recommend_sources
+from learning.services.domains import builtin_domains_register
+from tests.learning.factories import image_domain
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+@pytest.fixture
+def two_sources(django_user_model, settings):
+    settings.JOB_HEARTBEAT_INTERVAL = 3600
+    builtin_domains_register()
+    django_user_model.objects.create_superuser(username="root", password="pw-root-123456")
+    for algorithm in ("protonet", "maml"):
+        call_command(
+            "metatrain",
+            "--domain",
+            "digits",
+            "--algorithm",
+            algorithm,
+            "--n-way",
+            "5",
+            "--query",
+            "5",
+            "--hyperparameters",
+            '{"steps": 5, "meta_batch": 1, "model": {"hidden": 8}}',
+            "--name",
+            f"{algorithm} source",
+            stdout=io.StringIO(),
+        )
+    return MetaModel.objects.get(algorithm="protonet"), MetaModel.objects.get(algorithm="maml")
+
+
+def test_every_image_model_is_scored_and_heads_get_leep_and_nce(two_sources, user):
+    protonet, maml = two_sources
+    target = image_domain(name="Target", classes={f"c{i}": 6 for i in range(4)})
+
+    ranking = recommend_sources(user=user, target=target)
+
+    assert ranking.examples == 24 and ranking.classes == 4
+    scored = {r.model.pk: r for r in ranking.recommendations}
+    assert set(scored) == {protonet.pk, maml.pk}
+    assert [r.logme for r in ranking.recommendations] == sorted(
+        (r.logme for r in ranking.recommendations), reverse=True
+    )
+    assert scored[protonet.pk].leep is None  # a ProtoNet has no classifier head
+    assert scored[maml.pk].leep is not None and scored[maml.pk].leep < 0 and scored[maml.pk].nce <= 0
+    assert ranking.kendall_tau is None  # nothing measured on this target yet
+
+
+def test_the_recommendation_page_renders_the_ranking(client, two_sources):
+    target = image_domain(name="Target", classes={f"c{i}": 6 for i in range(4)})
+
+    page = client.get(reverse("transfer-recommend"), {"domain": target.slug})
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="ranking"' in html and "protonet source" in html and "maml source" in html
+    assert client.get(reverse("transfer-recommend")).status_code == 200
+    assert client.get(reverse("transfer-recommend"), {"domain": "nowhere"}).status_code == 404
