@@ -17,18 +17,6 @@ from learning import selectors
 from learning.artifacts import artifact_read
 from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, MetaModel, SourceDomain
 
-IMAGE_ALGORITHMS = (
-    "protonet",
-    "maml",
-    "fomaml",
-    "reptile",
-    "siamese",
-    "finetune",
-    "feature",
-    "instance",
-    "rkd",
-    "scratch",
-)
 EXAMPLES_PER_CLASS = 10
 MAX_CLASSES = 50
 MAX_MODELS = 25

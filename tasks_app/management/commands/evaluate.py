@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from learning.errors import InvalidInput
 from tasks_app import services
-from tasks_app.management.commands.metatrain import owner_from, report
+from tasks_app.management.commands._shared import owner_from, report
 
 
 class Command(BaseCommand):

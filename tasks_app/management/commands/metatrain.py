@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.errors import InvalidInput
 from tasks_app import services
-from tasks_app.management.commands._console import ConsoleProgress
-from tasks_app.models import Job
-
-
-def owner_from(username: str | None):
-    users = get_user_model()
-    if username:
-        try:
-            return users.objects.get(username=username)
-        except users.DoesNotExist as exc:
-            raise CommandError(f"no user {username!r}") from exc
-    owner = users.objects.filter(is_superuser=True).order_by("pk").first()
-    if owner is None:
-        raise CommandError("no admin user exists yet; pass --owner USERNAME")
-    return owner
-
-
-def report(command: BaseCommand, job: Job) -> None:
-    job.refresh_from_db()
-    if job.status != Job.Status.SUCCEEDED:
-        raise CommandError(f"job {job.pk} {job.status}: {job.error_summary}")
-    for evaluation in job.result_evaluations.order_by("shots", "metric"):
-        line = (
-            f"{evaluation.shots}-shot {evaluation.metric}: {evaluation.mean:.4f} ± {evaluation.ci95:.4f} "
-            f"(95% CI, {evaluation.episodes} episodes)"
-        )
-        if evaluation.gain is not None:
-            line += f"; from scratch {evaluation.baseline_mean:.4f}, gain {evaluation.gain:+.4f}"
-            line += f" ± {evaluation.gain_ci95:.4f}" if evaluation.gain_ci95 is not None else ""
-            line += " NEGATIVE TRANSFER" if evaluation.negative_transfer else ""
-        command.stdout.write(line)
-    command.stdout.write(command.style.SUCCESS(f"job {job.pk} succeeded; model {job.result_model_id}"))
+from tasks_app.management.commands._shared import ConsoleProgress, json_option, owner_from, report
 
 
 class Command(BaseCommand):
@@ -65,10 +31,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts) -> None:
-        try:
-            hyperparameters = json.loads(opts["hyperparameters"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--hyperparameters is not JSON: {exc}") from exc
+        hyperparameters = json_option(opts["hyperparameters"], "--hyperparameters")
         task = None
         if opts["task_spec"] is None:
             task = {

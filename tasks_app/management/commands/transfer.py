@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.errors import InvalidInput
 from tasks_app import services
-from tasks_app.management.commands._console import ConsoleProgress
-from tasks_app.management.commands.metatrain import owner_from, report
+from tasks_app.management.commands._shared import ConsoleProgress, json_option, owner_from, report
 
 
 class Command(BaseCommand):
@@ -32,10 +29,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts) -> None:
-        try:
-            hyperparameters = json.loads(opts["hyperparameters"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--hyperparameters is not JSON: {exc}") from exc
+        hyperparameters = json_option(opts["hyperparameters"], "--hyperparameters")
         task = None
         if opts["task_spec"] is None:
             task = {"n_way": opts["n_way"], "k_shot": 1, "query_size": opts["query"], "seed": opts["seed"]}
