@@ -65,6 +65,15 @@ def _visible_task_spec(*, user, domain: SourceDomain, task_spec_id: Any) -> Task
     return spec
 
 
+def _task_spec_for(
+    *, owner, domain: SourceDomain, task_spec_id: Any, task: dict[str, Any] | None, visibility: str
+) -> TaskSpec:
+    """The named task spec (visible to ``owner``, over ``domain``), or a new one from ``task``."""
+    if task_spec_id not in (None, ""):
+        return _visible_task_spec(user=owner, domain=domain, task_spec_id=task_spec_id)
+    return task_spec_create(domain=domain, owner=owner, visibility=visibility, **(task or {}))
+
+
 def _eval_episodes(value: Any) -> int:
     if (
         isinstance(value, bool)
@@ -108,10 +117,9 @@ def job_create_meta_train(
             f"visibility must be one of {Visibility.values}, got {visibility!r}", field="visibility"
         )
     eval_episodes = _eval_episodes(eval_episodes)
-    if task_spec_id not in (None, ""):
-        spec = _visible_task_spec(user=owner, domain=domain, task_spec_id=task_spec_id)
-    else:
-        spec = task_spec_create(domain=domain, owner=owner, visibility=visibility, **(task or {}))
+    spec = _task_spec_for(
+        owner=owner, domain=domain, task_spec_id=task_spec_id, task=task, visibility=visibility
+    )
     engine = engine_config_for(
         algorithm=algorithm, hyperparameters=hyperparameters or {}, domain=domain, task_spec=spec
     )
@@ -216,10 +224,9 @@ def job_create_transfer(
     if not target.is_image:
         raise InvalidInput("transfer targets are image domains", field="domain")
     eval_episodes = _eval_episodes(eval_episodes)
-    if task_spec_id not in (None, ""):
-        spec = _visible_task_spec(user=owner, domain=target, task_spec_id=task_spec_id)
-    else:
-        spec = task_spec_create(domain=target, owner=owner, visibility=visibility, **(task or {}))
+    spec = _task_spec_for(
+        owner=owner, domain=target, task_spec_id=task_spec_id, task=task, visibility=visibility
+    )
     engine = transfer_config_for(
         method=method,
         hyperparameters=hyperparameters or {},
