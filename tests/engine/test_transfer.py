@@ -8,7 +8,9 @@ the 5-way 1-shot evaluation. Every model is evaluated on the same 600 episodes a
 with the from-scratch baseline episode by episode (``paired_comparison``).
 
 The harmful source is a ProtoNet trained on small1 with its labels shuffled (each "class"
-a random set of drawings): its features carry no notion of a character.
+a random set of drawings): its features carry no notion of a character. For instance transfer
+the harmful source examples are under concept shift: the target's own training drawings
+with shuffled labels (distributed like the target, so covariate-shift weights keep them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from learning.engine.checkpoints import CheckpointFormatError, InMemoryCheckpoin
 from learning.engine.data import ImageArrays
 from learning.engine.evaluation import EvalResult, evaluate_classifier, paired_comparison
 from learning.engine.loop import TrainResult
-from learning.engine.transfer import TRANSFER_ALGORITHMS, TransferData, TransferNet
+from learning.engine.transfer import (
+    TRANSFER_ALGORITHMS,
+    TransferData,
+    TransferNet,
+    rkd_angle_loss,
+    rkd_distance_loss,
+)
 from learning.engine.transferability import features_of, leep, logme, nce, prototype_probabilities
 from learning.engine.weights import load_model, weights_to_bytes
 
@@ -224,6 +232,65 @@ def test_data_dependent_errors_name_the_field(
     with pytest.raises(ConfigError, match=text) as err:
         train(config, TransferData(**fields))
     assert err.value.field == field
+
+
+def test_a_source_without_a_conv4_backbone_is_refused(omniglot_small2):
+    from learning.engine.nets import build_model
+
+    mlp_config = {"arch": "mlp", "in_features": 1, "hidden": [4], "out_features": 1}
+    weights = build_model(mlp_config).state_dict()
+    data = TransferData(omniglot_small2, weights, mlp_config, "cnp")
+    with pytest.raises(ConfigError, match="no Conv4 backbone") as err:
+        train(_tiny(omniglot_small2, "feature"), data)
+    assert err.value.field == "source_model"
+
+
+# ------------------------------------------------------------------------------ the losses
+
+
+def test_rkd_losses_see_only_the_relations_between_examples():
+    torch.manual_seed(0)
+    teacher = torch.randn(7, 5)
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5))
+    # a student that is the teacher rotated, scaled and shifted has the same distances (up to
+    # scale) and angles: both losses vanish; in another dimension too (padded with zeros)
+    same = 3.0 * teacher @ rotation + 1.5
+    padded = torch.cat([same, torch.zeros(7, 3)], dim=1)
+    for student in (same, padded):
+        assert rkd_distance_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+        assert rkd_angle_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    # an unrelated student does not, and the losses pull it toward the teacher's relations
+    student = torch.randn(7, 5, requires_grad=True)
+    before = (rkd_distance_loss(student, teacher) + rkd_angle_loss(student, teacher)).item()
+    optimizer = torch.optim.SGD([student], lr=0.5)
+    for _ in range(50):
+        loss = rkd_distance_loss(student, teacher) + rkd_angle_loss(student, teacher)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert before > 0.01 and loss.item() < 0.5 * before
+
+
+def test_rkd_distance_loss_matches_a_hand_computed_triangle():
+    # teacher: a 3-4-5 right triangle (mean distance 4); student: an equilateral triangle of side 2
+    teacher = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    student = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0**0.5]])
+    # normalized distances: teacher 3/4, 4/4, 5/4; student 1, 1, 1 -> differences 1/4, 0, 1/4, each
+    # pair twice in the 3x3 matrix (the diagonal 0 - 0); Huber with delta 1: 0.5 d^2 = 1/32
+    expected = 4 * (0.5 * 0.25**2) / 9
+    assert rkd_distance_loss(student, teacher).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_l2sp_keeps_the_backbone_near_the_source(omniglot_small2, tiny_source):
+    data = TransferData(omniglot_small2, tiny_source.weights, tiny_source.model_config, "protonet")
+
+    def drift(**extra: Any) -> float:
+        result = train(_tiny(omniglot_small2, "finetune", steps=10, lr=0.01, **extra), data)
+        return sum(
+            float(((result.weights[f"backbone.{k}"] - v) ** 2).sum()) for k, v in tiny_source.weights.items()
+        )
+
+    assert drift(l2sp=100.0) < 0.5 * drift()
 
 
 # ------------------------------------------------------------------------------ resume, lineage

@@ -14,10 +14,10 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 async def test_snapshot_then_counts_after_a_model_lands(redis_server, settings):
-    from asgiref.sync import sync_to_async
+    from channels.db import database_sync_to_async
 
     # given a public domain and a connected visitor
-    await sync_to_async(SourceDomain.objects.create)(
+    await database_sync_to_async(SourceDomain.objects.create)(
         name="Sinusoid", slug="sinusoid", modality="function_regression", origin="builtin"
     )
     communicator = WebsocketCommunicator(
@@ -35,7 +35,9 @@ async def test_snapshot_then_counts_after_a_model_lands(redis_server, settings):
     }
 
     # when a public model is registered
-    await sync_to_async(metamodel_register)(name="m", algorithm="maml", architecture="mlp", weights=b"w")
+    await database_sync_to_async(metamodel_register)(
+        name="m", algorithm="maml", architecture="mlp", weights=b"w"
+    )
 
     # then the socket brings the new counts
     update = await communicator.receive_json_from(timeout=5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from kbsite.asgi import application
@@ -33,7 +33,7 @@ async def _connect(path: str, user) -> WebsocketCommunicator:
 
 async def test_job_socket_sends_a_snapshot_then_progress_in_order(redis_server, user, digits):
     # given a running job and its owner watching it
-    job = await sync_to_async(_job)(user, digits)
+    job = await database_sync_to_async(_job)(user, digits)
     communicator = await _connect(f"/ws/jobs/{job.pk}/", user)
     connected, _ = await communicator.connect()
     assert connected
@@ -45,7 +45,7 @@ async def test_job_socket_sends_a_snapshot_then_progress_in_order(redis_server, 
     # when the worker's recorder reports three steps
     recorder = JobProgressRecorder(job, min_interval=0)
     for step in (1, 2, 3):
-        await sync_to_async(recorder)(
+        await database_sync_to_async(recorder)(
             {"step": step, "total": 10, "loss": 1.0 / step, "metrics": {"acc": 0.1 * step}}
         )
 
@@ -54,19 +54,21 @@ async def test_job_socket_sends_a_snapshot_then_progress_in_order(redis_server, 
     assert [e["job"]["step"] for e in events] == [1, 2, 3]
     seqs = [e["job"]["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3 and seqs[0] > first["job"]["seq"]
-    await sync_to_async(job.refresh_from_db)()
+    await database_sync_to_async(job.refresh_from_db)()
     assert job.step == 3 and job.event_seq == seqs[-1] and len(job.history) == 3
     await communicator.disconnect()
 
 
 async def test_the_dashboard_socket_carries_every_job_of_the_owner(redis_server, user, digits):
-    job = await sync_to_async(_job)(user, digits)
+    job = await database_sync_to_async(_job)(user, digits)
     communicator = await _connect("/ws/dashboard/", user)
     assert (await communicator.connect())[0]
     snapshot = await communicator.receive_json_from(timeout=5)
     assert [j["id"] for j in snapshot["jobs"]] == [job.pk]
 
-    await sync_to_async(JobProgressRecorder(job, min_interval=0))({"step": 5, "total": 10, "loss": 0.5})
+    await database_sync_to_async(JobProgressRecorder(job, min_interval=0))(
+        {"step": 5, "total": 10, "loss": 0.5}
+    )
 
     event = await communicator.receive_json_from(timeout=5)
     assert event["type"] == "event" and event["job"]["id"] == job.pk and event["job"]["percent"] == 50.0
@@ -76,7 +78,7 @@ async def test_the_dashboard_socket_carries_every_job_of_the_owner(redis_server,
 async def test_strangers_and_anonymous_users_are_refused(redis_server, user, stranger, digits):
     from django.contrib.auth.models import AnonymousUser
 
-    job = await sync_to_async(_job)(user, digits)
+    job = await database_sync_to_async(_job)(user, digits)
     for path, who in (
         (f"/ws/jobs/{job.pk}/", stranger),
         (f"/ws/jobs/{job.pk}/", AnonymousUser()),
