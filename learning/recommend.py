@@ -80,16 +80,12 @@ def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
     images, labels = _target_sample(target)
     models = selectors.metamodel_list(user=user).filter(algorithm__in=IMAGE_MODEL_ALGORITHMS)[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
-    measured_by_parent: dict[int, Evaluation] = {}
-    for (_, domain_id), evaluation in matrix.cells.items():
-        # A transferred model's gain is credited to the source it came from.
-        if domain_id == target.pk and evaluation.model.parent_id is not None:
-            measured_by_parent.setdefault(evaluation.model.parent_id, evaluation)
+    measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
     recommendations = []
     for model in models:
         logme_score, leep_score, nce_score = _scores(model, images, labels)
         recommendations.append(
-            Recommendation(model, logme_score, leep_score, nce_score, measured_by_parent.get(model.pk))
+            Recommendation(model, logme_score, leep_score, nce_score, measured.get(model.pk))
         )
     recommendations.sort(key=lambda r: r.logme, reverse=True)
     pairs = [(r.logme, r.measured_gain.gain) for r in recommendations if r.measured_gain is not None]

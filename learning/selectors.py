@@ -81,8 +81,10 @@ def catalog_counts(*, user) -> dict[str, int]:
 class TransferMatrix:
     """KB models (sources) against domains (targets) at one shot count.
 
-    ``cells`` maps ``(model id, domain id)`` to the newest evaluation with a from-scratch
-    baseline; its ``gain`` (± ``gain_ci95``) is the measured transfer gain.
+    ``cells`` maps ``(source model id, domain id)`` to the newest evaluation with a
+    from-scratch baseline; its ``gain`` (± ``gain_ci95``) is the measured transfer gain.
+    The evaluated model is the one transferred FROM the source (its ``parent``), or the
+    source itself when it was evaluated on the target directly.
     """
 
     shots: int
@@ -97,6 +99,14 @@ class TransferMatrix:
         return [(s, [self.cells.get((s.pk, t.pk)) for t in self.targets]) for s in self.sources]
 
 
+def transfer_source(*, user, evaluation: Evaluation) -> MetaModel:
+    """The KB model a gain is credited to: the evaluated model's parent, where the user may see it."""
+    parent = evaluation.model.parent
+    if parent is not None and MetaModel.objects.visible_to(user).filter(pk=parent.pk).exists():
+        return parent
+    return evaluation.model
+
+
 def transfer_matrix(*, user, shots: int | None = None, metric: str = "accuracy") -> TransferMatrix:
     """The measured transfer gains the user may see; ``shots`` defaults to 5 if measured, else the fewest."""
     measured = evaluation_list(user=user).filter(metric=metric, baseline_mean__isnull=False)
@@ -104,8 +114,15 @@ def transfer_matrix(*, user, shots: int | None = None, metric: str = "accuracy")
     if shots is None:
         shots = 5 if 5 in available else (available[0] if available else 5)
     cells: dict[tuple[int, int], Evaluation] = {}
-    for evaluation in measured.filter(shots=shots).order_by("-created_at", "-id"):
-        cells.setdefault((evaluation.model_id, evaluation.target_domain_id), evaluation)
-    sources = sorted({e.model for e in cells.values()}, key=lambda m: (m.name, m.pk))
+    sources: dict[int, MetaModel] = {}
+    for evaluation in (
+        measured.filter(shots=shots).select_related("model__parent").order_by("-created_at", "-id")
+    ):
+        source = transfer_source(user=user, evaluation=evaluation)
+        if (source.pk, evaluation.target_domain_id) not in cells:
+            cells[(source.pk, evaluation.target_domain_id)] = evaluation
+            sources[source.pk] = source
     targets = sorted({e.target_domain for e in cells.values()}, key=lambda d: (d.name, d.pk))
-    return TransferMatrix(shots, metric, sources, targets, cells, available)
+    return TransferMatrix(
+        shots, metric, sorted(sources.values(), key=lambda m: (m.name, m.pk)), targets, cells, available
+    )

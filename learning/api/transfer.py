@@ -21,8 +21,9 @@ def matrix_payload(matrix: selectors.TransferMatrix) -> dict:
         "targets": [{"slug": d.slug, "name": d.name} for d in matrix.targets],
         "cells": [
             {
-                "source": model_id,
+                "source": source_id,
                 "target": e.target_domain.slug,
+                "model": e.model_id,
                 "evaluation": e.pk,
                 "mean": e.mean,
                 "baseline_mean": e.baseline_mean,
@@ -31,7 +32,7 @@ def matrix_payload(matrix: selectors.TransferMatrix) -> dict:
                 "negative_transfer": e.negative_transfer,
                 "episodes": e.episodes,
             }
-            for (model_id, _), e in sorted(matrix.cells.items())
+            for (source_id, _), e in sorted(matrix.cells.items())
         ],
     }
 

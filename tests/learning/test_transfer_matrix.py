@@ -101,3 +101,25 @@ def test_the_model_page_flags_negative_transfer(client, catalog):
     _, hurts, *_ = catalog
     html = client.get(reverse("model-detail", args=[hurts.pk])).content.decode()
     assert "negative transfer" in html
+
+
+def test_a_gain_is_credited_to_the_source_model_unless_the_source_is_hidden(api_client, user_client, user):
+    # given a public model transferred from ada's private source onto a target
+    source = metamodel_register(
+        name="private source",
+        algorithm="protonet",
+        architecture="conv4",
+        weights=b"w",
+        owner=user,
+        visibility="private",
+    )
+    child = metamodel_register(
+        name="child", algorithm="finetune", architecture="conv4_transfer", weights=b"w", parent=source
+    )
+    _measured(child, _domain("target"), mean=0.7, baseline=0.6, gain_ci=0.02)
+
+    # then ada sees the gain credited to her source, and a visitor sees it on the child
+    (mine,) = user_client.get("/api/v1/transfer-matrix/").json()["cells"]
+    (theirs,) = api_client.get("/api/v1/transfer-matrix/").json()["cells"]
+    assert (mine["source"], mine["model"]) == (source.pk, child.pk)
+    assert (theirs["source"], theirs["model"]) == (child.pk, child.pk)

@@ -71,9 +71,11 @@ def test_a_transfer_registers_a_child_model_with_gains_at_every_possible_shot(so
         assert row.episodes == 600 and row.baseline_mean is not None and row.gain_ci95 > 0
         assert row.gain == pytest.approx(row.mean - row.baseline_mean)
     assert "gain" in out.getvalue()
-    # and the transfer matrix serves the 5-shot cell
     cells = api_client.get("/api/v1/transfer-matrix/?shots=5").json()["cells"]
-    assert [(c["source"], c["target"]) for c in cells] == [(child.pk, target.slug)]
+    # and the transfer matrix credits the 5-shot gain to the KB source, pointing at the child
+    assert [(c["source"], c["model"], c["target"]) for c in cells] == [
+        (source_model.pk, child.pk, target.slug)
+    ]
 
 
 def test_impossible_transfers_are_refused_before_anything_is_queued(source_model, user_client):
