@@ -82,7 +82,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
 )
 PLUGIN_MODULES: list[str] = [
     "learning.engine.algorithms.neural_process",
-    "learning.engine.regression_eval",
+    "learning.engine.algorithms.function_maml",
     "learning.engine.transfer",
 ]
 """Modules imported on demand (by :func:`load_plugins`) that register more algorithms or model archs."""
