@@ -39,7 +39,5 @@ def job_snapshot(job: Job) -> dict:
         "result_model": job.result_model_id,
         "result_model_url": f"/models/{job.result_model_id}/" if job.result_model_id else None,
         "result_model_name": job.result_model.name if job.result_model_id else None,
-        "updated": (job.heartbeat_at or job.created_at).isoformat()
-        if (job.heartbeat_at or job.created_at)
-        else None,
+        "updated": (job.heartbeat_at or job.created_at).isoformat(),
     }

@@ -11,6 +11,7 @@ import io
 import logging
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -375,8 +376,6 @@ class _CancelPoll:
         self._cancelled = False
 
     def __call__(self) -> bool:
-        import time
-
         now = time.monotonic()
         if not self._cancelled and now >= self._next:
             self._next = now + self.interval
