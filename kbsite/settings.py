@@ -83,7 +83,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that worker processes started by the tests share the test database;
     # one per test run, so that two runs on one machine do not lock each other out.
     DATABASES["default"]["TEST"] = {"NAME": str(embedded.var_path(VAR_DIR, f"test-db-{os.getpid()}.sqlite3"))}
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Writers queue up instead of failing: every transaction takes the write lock when it
+    # begins (a deferred one that upgrades mid-way gets "database is locked" at once), and WAL
+    # lets pages read while a worker writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30,
+        transaction_mode="IMMEDIATE",
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and channel layer -------------------------------------------
@@ -123,7 +130,12 @@ JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=12 * 3600)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", default="metakb")},
+        "CONFIG": {
+            # redis-py's default 5 s socket timeout equals channels-redis's 5 s blocking pop, so
+            # every silent socket raised TimeoutError and closed with 1011: read for longer.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": env("CHANNELS_PREFIX", default="metakb"),
+        },
     }
 }
 
@@ -146,10 +158,22 @@ IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
 IMPORT_MAX_FILES = env.int("IMPORT_MAX_FILES", default=100_000)
 IMPORT_MAX_EXPANSION = env.float("IMPORT_MAX_EXPANSION", default=50.0)
 IMPORT_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024 * 1024 * 1024)
+# A larger upload is imported by an ``import`` job with progress instead of in its request.
+IMPORT_INLINE_MAX_BYTES = env.int("IMPORT_INLINE_MAX_BYTES", default=5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # A few-shot predict request carries up to 100 support and 500 query images.
 DATA_UPLOAD_MAX_NUMBER_FILES = 700
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Heavy request work (predict, imports): a bounded pool with a deadline -------------
+# When every slot is taken and HEAVY_WORK_QUEUE requests already wait, or no slot frees
+# within HEAVY_WORK_WAIT_S, the answer is 503 with Retry-After; work past its deadline
+# stops and answers 504.
+HEAVY_WORK_SLOTS = env.int("HEAVY_WORK_SLOTS", default=os.cpu_count() or 1)
+HEAVY_WORK_QUEUE = env.int("HEAVY_WORK_QUEUE", default=2 * HEAVY_WORK_SLOTS)
+HEAVY_WORK_WAIT_S = env.float("HEAVY_WORK_WAIT_S", default=2.0)
+HEAVY_WORK_DEADLINE_S = env.float("HEAVY_WORK_DEADLINE_S", default=30.0)
+HEAVY_WORK_IMPORT_DEADLINE_S = env.float("HEAVY_WORK_IMPORT_DEADLINE_S", default=300.0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import IO
 
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, storages
+
+_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,21 @@ def artifact_save(name: str, content: bytes) -> StoredArtifact:
     """Store ``content`` under ``name`` (the storage may alter the name to keep it unique)."""
     stored_name = artifact_storage().save(name, ContentFile(content))
     return StoredArtifact(name=stored_name, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+
+
+def artifact_save_file(name: str, file: IO[bytes]) -> StoredArtifact:
+    """Store a seekable binary file under ``name``, streamed, not read into memory at once.
+
+    Like ``artifact_save``, the storage may alter the name to keep it unique.
+    """
+    digest, size = hashlib.sha256(), 0
+    file.seek(0)
+    while chunk := file.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    file.seek(0)
+    stored_name = artifact_storage().save(name, File(file, name=name))
+    return StoredArtifact(name=stored_name, sha256=digest.hexdigest(), size=size)
 
 
 def artifact_read(name: str) -> bytes:

@@ -14,7 +14,13 @@ file must be an image Pillow can verify and decode, in one of ``IMAGE_FORMATS``.
 
 Each image becomes 28x28 grayscale uint8 with ink high (``learning.engine.data``): it is
 flattened onto white where it has transparency, resized with Lanczos, and inverted when
-its border is light (black ink on white paper, as Omniglot is).
+its border is light (black ink on white paper, as Omniglot is). Its header is read first:
+more than ``MAX_IMAGE_PIXELS`` pixels is refused before anything is decoded. A large image
+is shrunk while it is decoded, to about ``DECODE_GAP`` times 28 pixels a side (JPEG decodes
+at 1/2, 1/4 or 1/8 scale; other formats are reduced by whole factors right after
+decoding), so the conversions and the resampling never run on the full-size picture.
+Sides under ``2 * DECODE_GAP * 28`` = 224 pixels are not shrunk: such images (Omniglot's
+105x105) are resampled from their full size, as they always were.
 
 Nothing is ever extracted to disk. Archives are checked before anything is decoded: the
 archive's size, the number of entries, entry names that would escape the archive
@@ -22,6 +28,13 @@ archive's size, the number of entries, entry names that would escape the archive
 uncompressed size (absolute and as a multiple of the archive's size, against zip
 bombs). While reading, the real bytes are counted too, so a header that lies is caught.
 Every problem raises ``InvalidInput`` with ``field="source"`` and a message naming it.
+``check_zip`` makes those archive checks alone (it reads only the archive's directory), for
+a request that hands a large archive to a job.
+
+The readers take two optional callbacks, for a job that imports in the background:
+``on_progress(done, total)`` after each image decoded (and once with 0 before the first;
+``total`` counts the image files, junk left out), and ``should_stop()`` before each image,
+which ends the import with ``ImportStopped`` when it returns True.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -47,17 +61,33 @@ from PIL import Image, UnidentifiedImageError
 
 from learning.engine.data import IMAGE_SIZE, ImageArrays
 from learning.errors import InvalidInput
+from learning.heavy_work import raise_if_stopped
 
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 """Formats Pillow may open; others (EPS, which runs Ghostscript, among them) are refused."""
 MAX_IMAGE_PIXELS = 4096 * 4096
 """The largest image (width x height) decoded; bigger ones are refused before decoding."""
+DECODE_GAP = 4
+"""Large images are decoded down to at least this many times the 28-pixel side, then resampled."""
 THUMBNAIL_SIZE = 56
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 32 * 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+ProgressFn = Callable[[int, int], None]
+"""``on_progress(done, total)``: image files decoded so far, out of the image files to decode."""
+StopFn = Callable[[], bool]
+
+
+class ImportStopped(Exception):
+    """``should_stop()`` returned True while the images were decoded; nothing was stored."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"import stopped after {done:,} of {total:,} image files")
+        self.done = done
+        self.total = total
 
 
 def _invalid(message: str) -> InvalidInput:
@@ -104,26 +134,53 @@ def _to_gray(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
+def _shrunk(image: Image.Image) -> Image.Image:
+    """The loaded ``image`` reduced by whole factors to at least ``DECODE_GAP * 28`` pixels a side.
+
+    Images smaller than twice that are returned as they are. Modes Pillow cannot reduce
+    (palette, bilevel, 16-bit) are converted first, keeping their transparency.
+    """
+    target = IMAGE_SIZE * DECODE_GAP
+    factors = (max(1, image.width // target), max(1, image.height // target))
+    if factors == (1, 1):
+        return image
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factors)
+
+
 def normalize_image(data: bytes, *, name: str) -> np.ndarray:
     """Verify and decode one image file; return it as ``(28, 28)`` uint8 with ink high.
 
     Raises ``InvalidInput`` naming ``name`` when the bytes are not an image in
-    ``IMAGE_FORMATS``, are damaged, or hold more than ``MAX_IMAGE_PIXELS`` pixels.
+    ``IMAGE_FORMATS``, are damaged, or hold more than ``MAX_IMAGE_PIXELS`` pixels (checked
+    on the header, before decoding).
     """
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as probe:
             if probe.width * probe.height > MAX_IMAGE_PIXELS:
-                raise _invalid(f"{name} is too large an image ({probe.width}x{probe.height} pixels)")
+                raise _invalid(
+                    f"{name}: image is {probe.width}x{probe.height} pixels, "
+                    f"at most {MAX_IMAGE_PIXELS:,} allowed"
+                )
             probe.verify()
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            # JPEG only: decode at 1/2, 1/4 or 1/8 scale when that still leaves the target size.
+            image.draft(None, (IMAGE_SIZE * DECODE_GAP, IMAGE_SIZE * DECODE_GAP))
             image.load()
-            gray = _to_gray(image)
+            gray = _to_gray(_shrunk(image))
     except InvalidInput:
         raise
     except UnidentifiedImageError as exc:
         raise _invalid(f"{name} is not an image in a known format ({', '.join(IMAGE_FORMATS)})") from exc
     except Image.DecompressionBombError as exc:
-        raise _invalid(f"{name} is too large an image ({exc})") from exc
+        raise _invalid(
+            f"{name}: image is too large, at most {MAX_IMAGE_PIXELS:,} pixels allowed ({exc})"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:
         raise _invalid(f"{name} is not a readable image ({exc})") from exc
     if gray.width == 0 or gray.height == 0:
@@ -172,8 +229,18 @@ def _strip_wrapper(
     )
 
 
-def build_image_arrays(files: list[_File], folders: Iterable[tuple[str, ...]], *, source: str) -> ImageArrays:
-    """Check the layout of ``files`` (junk already dropped) and decode them, class by class."""
+def build_image_arrays(
+    files: list[_File],
+    folders: Iterable[tuple[str, ...]],
+    *,
+    source: str,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
+    """Check the layout of ``files`` (junk already dropped) and decode them, class by class.
+
+    ``on_progress`` and ``should_stop``: see the module docstring.
+    """
     folders = set(folders)
     if not files:
         raise _invalid(f"{source} holds no image files")
@@ -216,10 +283,18 @@ def build_image_arrays(files: list[_File], folders: Iterable[tuple[str, ...]], *
     keys = sorted(by_class)
     images: list[np.ndarray] = []
     labels: list[int] = []
+    total = len(files)
+    if on_progress is not None:
+        on_progress(0, total)
     for label_index, key in enumerate(keys):
         for f in sorted(by_class[key], key=lambda f: f.parts[-1]):
+            raise_if_stopped()
+            if should_stop is not None and should_stop():
+                raise ImportStopped(len(images), total)
             images.append(normalize_image(f.read(), name=f.path))
             labels.append(label_index)
+            if on_progress is not None:
+                on_progress(len(images), total)
     return ImageArrays(
         images=np.stack(images).astype(np.uint8),
         labels=np.asarray(labels, dtype=np.int64),
@@ -274,8 +349,11 @@ class _ByteCounter:
         return b"".join(chunks)
 
 
-def read_zip(file: IO[bytes], *, limits: ImportLimits, source: str = "the archive") -> ImageArrays:
-    """Check and decode a zip archive held in a seekable binary file object."""
+@contextmanager
+def _checked_zip(
+    file: IO[bytes], *, limits: ImportLimits, source: str
+) -> Iterator[tuple[zipfile.ZipFile, int]]:
+    """The open archive and its uncompressed cap, once its size and directory passed every check."""
     file.seek(0, os.SEEK_END)
     size = file.tell()
     file.seek(0)
@@ -306,10 +384,33 @@ def read_zip(file: IO[bytes], *, limits: ImportLimits, source: str = "the archiv
                 f"(at most {limits.max_expansion:g}x its size and {limits.max_uncompressed_bytes:,} bytes); "
                 "refusing it as a possible zip bomb"
             )
+        yield archive, cap
+
+
+def check_zip(file: IO[bytes], *, limits: ImportLimits, source: str = "the archive") -> None:
+    """The checks ``read_zip`` makes before it decodes anything; cheap, as it reads only the directory.
+
+    Raises the same ``InvalidInput`` as ``read_zip`` for the archive's size, its entry
+    count, names that escape it, symbolic links, encryption and its declared size.
+    """
+    with _checked_zip(file, limits=limits, source=source):
+        pass
+
+
+def read_zip(
+    file: IO[bytes],
+    *,
+    limits: ImportLimits,
+    source: str = "the archive",
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
+    """Check and decode a zip archive held in a seekable binary file object."""
+    with _checked_zip(file, limits=limits, source=source) as (archive, cap):
         counter = _ByteCounter(cap)
         files: list[_File] = []
         folders: set[tuple[str, ...]] = set()
-        for info in infos:
+        for info in archive.infolist():
             parts = _entry_parts(info.filename)
             if not parts or _is_junk(parts):
                 continue
@@ -319,7 +420,9 @@ def read_zip(file: IO[bytes], *, limits: ImportLimits, source: str = "the archiv
             folders.update(parts[:i] for i in range(1, len(parts)))
             files.append(_File(parts, lambda info=info: counter.read_entry(archive, info)))
         # Implicit parents are folders too; only explicit empty ones can be empty, which is what we check.
-        return build_image_arrays(files, folders, source=source)
+        return build_image_arrays(
+            files, folders, source=source, on_progress=on_progress, should_stop=should_stop
+        )
 
 
 # --- Folders ---------------------------------------------------------------------------
@@ -349,7 +452,13 @@ def _walk_folder(root: Path, limits: ImportLimits) -> Iterator[tuple[tuple[str, 
                 raise _invalid(f"{'/'.join(parts)} is not a regular file")
 
 
-def read_folder(root: Path, *, limits: ImportLimits) -> ImageArrays:
+def read_folder(
+    root: Path,
+    *,
+    limits: ImportLimits,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
     """Check and decode a folder of class folders (see the module docstring)."""
     files: list[_File] = []
     folders: set[tuple[str, ...]] = set()
@@ -366,7 +475,9 @@ def read_folder(root: Path, *, limits: ImportLimits) -> ImageArrays:
                 f"{root} holds more than {min(limits.max_bytes, limits.max_uncompressed_bytes):,} bytes"
             )
         files.append(_File(parts, lambda p=root.joinpath(*parts): p.read_bytes()))
-    return build_image_arrays(files, folders, source=str(root))
+    return build_image_arrays(
+        files, folders, source=str(root), on_progress=on_progress, should_stop=should_stop
+    )
 
 
 # --- Sources ---------------------------------------------------------------------------
@@ -389,20 +500,36 @@ def _spool(chunks: Iterable[bytes], *, limit: int, source: str) -> IO[bytes]:
     return spool
 
 
-def read_path(path: str | os.PathLike[str], *, limits: ImportLimits) -> ImageArrays:
+def read_path(
+    path: str | os.PathLike[str],
+    *,
+    limits: ImportLimits,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
     """A local zip file or folder. Only for trusted callers: it reads any path the process can."""
     root = Path(path)
+    callbacks = {"on_progress": on_progress, "should_stop": should_stop}
     if root.is_dir():
-        return read_folder(root, limits=limits)
+        return read_folder(root, limits=limits, **callbacks)
     if not root.is_file():
         raise _invalid(f"{path} is neither a zip file nor a folder")
     with root.open("rb") as fh:
-        return read_zip(fh, limits=limits, source=root.name)
+        return read_zip(fh, limits=limits, source=root.name, **callbacks)
 
 
-def read_upload(upload: Any, *, limits: ImportLimits) -> ImageArrays:
-    """An uploaded zip: anything with ``.read()`` (and ideally ``.chunks()``, ``.size``, ``.name``)."""
-    name = os.path.basename(str(getattr(upload, "name", "") or "the upload"))
+def upload_name(upload: Any) -> str:
+    """The name an upload's errors call it by: its file name without folders, or "the upload"."""
+    return os.path.basename(str(getattr(upload, "name", "") or "the upload"))
+
+
+@contextmanager
+def spooled_upload(upload: Any, *, limits: ImportLimits) -> Iterator[IO[bytes]]:
+    """An upload copied into a seekable temporary file, refused over ``limits.max_bytes``.
+
+    ``upload`` is anything with ``.read()`` (and ideally ``.chunks()``, ``.size``, ``.name``).
+    """
+    name = upload_name(upload)
     declared = getattr(upload, "size", None)
     if isinstance(declared, int) and declared > limits.max_bytes:
         raise _invalid(f"{name} is {declared:,} bytes; the limit is {limits.max_bytes:,}")
@@ -410,7 +537,21 @@ def read_upload(upload: Any, *, limits: ImportLimits) -> ImageArrays:
         upload.seek(0)
     chunks = upload.chunks() if hasattr(upload, "chunks") else iter(lambda: upload.read(_CHUNK), b"")
     with _spool(chunks, limit=limits.max_bytes, source=name) as spool:
-        return read_zip(spool, limits=limits, source=name)
+        yield spool
+
+
+def read_upload(
+    upload: Any,
+    *,
+    limits: ImportLimits,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
+    """An uploaded zip: anything with ``.read()`` (and ideally ``.chunks()``, ``.size``, ``.name``)."""
+    with spooled_upload(upload, limits=limits) as spool:
+        return read_zip(
+            spool, limits=limits, source=upload_name(upload), on_progress=on_progress, should_stop=should_stop
+        )
 
 
 def is_url(source: str) -> bool:
@@ -418,7 +559,14 @@ def is_url(source: str) -> bool:
     return "://" in source
 
 
-def read_url(url: str, *, limits: ImportLimits, timeout: float = DOWNLOAD_TIMEOUT_S) -> ImageArrays:
+def read_url(
+    url: str,
+    *,
+    limits: ImportLimits,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ImageArrays:
     """Download a zip over http(s), at most ``limits.max_bytes`` of it, and decode it."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -438,4 +586,4 @@ def read_url(url: str, *, limits: ImportLimits, timeout: float = DOWNLOAD_TIMEOU
             raise _invalid(f"the download of {url} failed ({exc})") from exc
     name = os.path.basename(parsed.path) or url
     with spool:
-        return read_zip(spool, limits=limits, source=name)
+        return read_zip(spool, limits=limits, source=name, on_progress=on_progress, should_stop=should_stop)

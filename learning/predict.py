@@ -12,9 +12,16 @@ image; finite numbers for regression, as many ``y`` as ``x`` values.
 
 Images are normalized exactly as uploaded domains are (``domain_files.normalize_image``:
 28x28 grayscale, ink high), so a model sees predict inputs as it saw its training data.
+An image whose header declares more than ``domain_files.MAX_IMAGE_PIXELS`` pixels is
+refused before it is decoded; a message names it by field, index and file name
+(``query[3] big.png: image is 20000x20000 pixels, ...``).
 How each algorithm adapts to the support set, and how probabilities are computed, is
 described in ``learning.engine.predict``. MAML-family regressors give a point prediction:
 their ``std`` is null.
+
+Views run these functions through ``learning.heavy_work.run_heavy``: decoding polls its
+deadline between images, and the engine between inner steps, so an abandoned prediction
+ends with ``heavy_work.DeadlineExceeded`` (or ``ClientGone``) instead of running on.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from learning.engine import predict as engine
 from learning.engine.checkpoints import CheckpointFormatError
 from learning.engine.weights import weights_from_bytes
 from learning.errors import InvalidInput
+from learning.heavy_work import raise_if_stopped, should_stop
 from learning.models import MetaModel
 
 MAX_SUPPORT = 100
@@ -153,18 +161,26 @@ class ClassificationResult:
 
 
 def _images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, list[str]]:
-    """Read and normalize ``uploads``; sizes are checked before anything is read."""
+    """Read and normalize ``uploads``; sizes are checked before anything is read.
+
+    Returns the images and their names (the file names, or ``"<field> <n>"``). Messages
+    name each file by field and index too: ``"query[3] cat.png"``.
+    """
     names = [upload.name or f"{field} {n + 1}" for n, upload in enumerate(uploads)]
-    for name, upload in zip(names, uploads, strict=True):
+    labels = [
+        f"{field}[{n}] {upload.name}" if upload.name else f"{field}[{n}]" for n, upload in enumerate(uploads)
+    ]
+    for label, upload in zip(labels, uploads, strict=True):
         if upload.size is not None and upload.size > MAX_IMAGE_BYTES:
-            raise InvalidInput(f"{name} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
+            raise InvalidInput(f"{label} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
     images = []
-    for name, upload in zip(names, uploads, strict=True):
+    for label, upload in zip(labels, uploads, strict=True):
+        raise_if_stopped()
         data = upload.read(MAX_IMAGE_BYTES + 1)
         if len(data) > MAX_IMAGE_BYTES:
-            raise InvalidInput(f"{name} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
+            raise InvalidInput(f"{label} is larger than {MAX_IMAGE_BYTES // 1024} KiB", field=field)
         try:
-            images.append(normalize_image(data, name=name))
+            images.append(normalize_image(data, name=label))
         except InvalidInput as exc:
             raise InvalidInput(exc.message, field=field) from exc
     return np.stack(images), names
@@ -218,7 +234,12 @@ def predict_classification(
     query_images, query_names = _images(query, field="query")
     predictor = predictor_load(model=model)
     try:
-        probabilities = engine.classify(predictor, support_images, label_index, query_images)
+        probabilities = engine.classify(
+            predictor, support_images, label_index, query_images, should_stop=should_stop
+        )
+    except engine.PredictStopped:
+        raise_if_stopped()
+        raise
     except engine.PredictError as exc:
         raise InvalidInput(exc.message, field=exc.field) from exc
     return ClassificationResult(model, labels, probabilities, query_names, query_images)
@@ -288,7 +309,10 @@ def predict_regression(*, model: MetaModel, support_x: Any, support_y: Any, quer
         raise InvalidInput("at least one query x is required", field="query")
     predictor = predictor_load(model=model)
     try:
-        mean, std = engine.regress(predictor, xs, ys, xq)
+        mean, std = engine.regress(predictor, xs, ys, xq, should_stop=should_stop)
+    except engine.PredictStopped:
+        raise_if_stopped()
+        raise
     except engine.PredictError as exc:
         raise InvalidInput(exc.message, field=exc.field) from exc
     return RegressionResult(model, xq, mean.tolist(), None if std is None else std.tolist())

@@ -6,6 +6,8 @@ Views stay small: selectors read (always scoped to the user, so a private entry 
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Page, Paginator
@@ -14,17 +16,26 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from learning import predict, selectors
+from learning import heavy_work, predict, selectors
 from learning.artifacts import artifact_storage
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
 from learning.models import MetaModel, SourceDomain, Visibility
 from learning.recommend import recommend_sources
-from learning.services.domains import domain_import
+from tasks_app.imports import domain_upload_import
+from tasks_app.models import Job
 
 PAGE_SIZE = 20
 RECENT = 5
 THUMBNAILS_SHOWN = 48
+
+
+def _refused(response: HttpResponse, err: heavy_work.HeavyWorkError) -> HttpResponse:
+    """``response`` (the page, showing ``err``'s message) with ``err``'s status and ``Retry-After``."""
+    response.status_code = err.status
+    for name, value in err.headers.items():
+        response[name] = value
+    return response
 
 
 def _page(request: HttpRequest, rows: QuerySet) -> Page:
@@ -95,12 +106,13 @@ def domain_thumbnail(request: HttpRequest, slug: str, index: int) -> FileRespons
 
 @login_required
 def domain_upload(request: HttpRequest) -> HttpResponse:
+    """A small zip is imported at once (to the domain's page); a large one by a job (to the job's page)."""
     form = DomainUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            domain = domain_import(
-                source=data["source"],
+            created = domain_upload_import(
+                upload=data["source"],
                 name=data["name"],
                 owner=request.user,
                 visibility=data["visibility"],
@@ -110,9 +122,27 @@ def domain_upload(request: HttpRequest) -> HttpResponse:
             )
         except InvalidInput as err:
             form.add_service_error(err.field, err.message)
+        except heavy_work.HeavyWorkError as err:
+            form.add_service_error(None, err.message)
+            return _refused(_upload_page(request, form), err)
         else:
-            return redirect("domain-detail", slug=domain.slug)
-    return render(request, "learning/domain_upload.html", {"form": form})
+            if isinstance(created, Job):
+                messages.info(
+                    request,
+                    f"The archive is large, so it is imported by job {created.pk}, which runs in the "
+                    "background; this page shows its progress, and links the domain once it is in.",
+                )
+                return redirect("job-detail", pk=created.pk)
+            return redirect("domain-detail", slug=created.slug)
+    return _upload_page(request, form)
+
+
+def _upload_page(request: HttpRequest, form: DomainUploadForm) -> HttpResponse:
+    return render(
+        request,
+        "learning/domain_upload.html",
+        {"form": form, "inline_max_bytes": settings.IMPORT_INLINE_MAX_BYTES},
+    )
 
 
 @require_GET
@@ -146,14 +176,22 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def model_try(request: HttpRequest, pk: int) -> HttpResponse:
-    """Try a model in the browser: a labeled support set and queries in, predictions out; stores nothing."""
+    """Try a model in the browser: a labeled support set and queries in, predictions out; stores nothing.
+
+    A busy server (503) or a prediction past its deadline (504) shows its message in the page.
+    """
     model = selectors.metamodel_get(user=request.user, pk=pk)
     context = predict.try_page_context(model=model, get=request.GET, post=request.POST)
     if request.method == "POST" and context["kind"]:
         try:
-            context["result"] = predict.try_page_predict(model=model, post=request.POST, files=request.FILES)
+            context["result"] = heavy_work.run_heavy(
+                predict.try_page_predict, model=model, post=request.POST, files=request.FILES
+            )
         except InvalidInput as err:
             context["error"] = err.message
+        except heavy_work.HeavyWorkError as err:
+            context["error"] = err.message
+            return _refused(render(request, "learning/model_try.html", context), err)
     return render(request, "learning/model_try.html", context)
 
 

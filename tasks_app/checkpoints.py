@@ -44,6 +44,11 @@ class ArtifactCheckpointStore:
         older = [s for s in self._steps() if s != step]
         artifacts_delete(self._name(s) for s in older[: max(0, len(older) - self.keep + 1)])
 
+    def latest_step(self) -> int | None:
+        """The step of the newest checkpoint, or None when there is none."""
+        steps = self._steps()
+        return steps[-1] if steps else None
+
     def load_latest(self) -> tuple[int, bytes] | None:
         steps = self._steps()
         if not steps:

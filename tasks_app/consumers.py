@@ -2,10 +2,14 @@
 
 Each connection is authenticated, first gets a snapshot read from the database, then
 the events of its group. Channel layers deliver at most once, so after a reconnect the
-page asks for a fresh snapshot instead of trusting what it missed.
+page takes a fresh snapshot instead of trusting what it missed; a job page that already
+has the history up to some step says so (``?after_step=N``) and gets only the points
+after it.
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -21,6 +25,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        self.after_step = _after_step(self.scope.get("query_string", b""))
         snapshot = await self._snapshot(user, job_id)
         if snapshot is None:
             await self.close(code=4403)
@@ -46,9 +51,10 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _snapshot(self, user, job_id: int) -> dict | None:
         try:
-            return selectors.job_snapshot(selectors.job_get(user=user, pk=job_id))
+            job = selectors.job_get(user=user, pk=job_id)
         except Http404:
             return None
+        return selectors.job_snapshot(job, history_after_step=self.after_step)
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
@@ -77,4 +83,17 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user) -> list[dict]:
-        return [selectors.job_snapshot(job) for job in selectors.job_list(user=user)[:50]]
+        # The job list draws no charts: no histories.
+        return [
+            selectors.job_snapshot(job, history_after_step=None) | {"history": []}
+            for job in selectors.job_list(user=user)[:50]
+        ]
+
+
+def _after_step(query_string: bytes) -> int | None:
+    """The ``after_step`` a reconnecting page sends: the last history step it already has."""
+    values = parse_qs(query_string.decode("latin-1")).get("after_step")
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None

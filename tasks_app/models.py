@@ -19,12 +19,13 @@ class JobQuerySet(models.QuerySet):
 
 
 class Job(models.Model):
-    """A meta-training, transfer or evaluation run, from queued to a final status."""
+    """A meta-training, transfer, evaluation or domain-import run, from queued to a final status."""
 
     class Kind(models.TextChoices):
         META_TRAIN = "meta_train", "Meta-train"
         EVALUATE = "evaluate", "Evaluate"
         TRANSFER = "transfer", "Transfer"
+        IMPORT = "import", "Import"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -38,7 +39,14 @@ class Job(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     config = models.JSONField(help_text="The validated config the worker runs.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
-    domain = models.ForeignKey("learning.SourceDomain", on_delete=models.PROTECT, related_name="jobs")
+    domain = models.ForeignKey(
+        "learning.SourceDomain",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="jobs",
+        help_text="The domain the job runs on; an import job's is the domain it created, once it succeeds.",
+    )
     task_spec = models.ForeignKey(
         "learning.TaskSpec", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
     )
@@ -60,13 +68,26 @@ class Job(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)
     history = models.JSONField(default=list, blank=True, help_text="Downsampled metric history for charts.")
     phase = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now.")
+    phase_done = models.PositiveIntegerField(
+        default=0, help_text="Units of the current phase done (evaluation episodes); 0 while training."
+    )
+    phase_total = models.PositiveIntegerField(default=0, help_text="Units the current phase has in all.")
     event_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event sent.")
 
     queue = models.CharField(max_length=40)
     worker_host = models.CharField(max_length=200, blank=True)
+    worker_pid = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The process on worker_host that runs the job."
+    )
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+
+    log = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Lifecycle entries ({at, message}): attempts, resumptions, lost workers.",
+    )
 
     error_summary = models.CharField(max_length=500, blank=True)
     error_traceback = models.TextField(blank=True)
@@ -91,6 +112,10 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def phase_percent(self) -> float:
+        return 100.0 * self.phase_done / self.phase_total if self.phase_total else 0.0
 
     @property
     def progress_percent(self) -> float:

@@ -38,16 +38,20 @@ class JobProgressRecorder:
         self.history = list(job.history)
         self._last_write: float | None = None
         self._last_step_written = -1
+        self._held: dict[str, Any] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         final = event["step"] >= event["total"]
         if not final and self._last_write is not None and now - self._last_write < self.min_interval:
+            self._held = event
             return
-        self._last_write = now
+        self._last_write, self._held = now, None
         point = {"step": event["step"], "loss": event.get("loss"), **(event.get("metrics") or {})}
         if event["step"] != self._last_step_written:
-            self.history = _thin([*self.history, point])
+            # A resumed run repeats the steps after its checkpoint: their new points replace the old.
+            earlier = [p for p in self.history if p["step"] < event["step"]]
+            self.history = _thin([*earlier, point])
             self._last_step_written = event["step"]
         metrics = {"loss": event.get("loss"), **(event.get("metrics") or {})}
         self.write(
@@ -57,6 +61,12 @@ class JobProgressRecorder:
             eta=event.get("eta_seconds"),
             phase=self.phase,
         )
+
+    def flush(self) -> None:
+        """Write the last event the throttle held back (a run that stopped early ends on it)."""
+        if self._held is not None:
+            self._last_write = None
+            self(self._held)
 
     def write(
         self, *, step: int, total: int, metrics: dict, eta: float | None, phase: str = "training"
@@ -68,6 +78,24 @@ class JobProgressRecorder:
             eta_seconds=eta,
             history=self.history,
             phase=phase,
+            phase_done=0,
+            phase_total=0,
+            heartbeat_at=timezone.now(),
+            event_seq=F("event_seq") + 1,
+        )
+        self.publish()
+
+    def phase_progress(self, *, phase: str, done: int, total: int, eta: float | None) -> None:
+        """A phase counted in its own units (evaluation episodes), throttled like training events."""
+        now = time.monotonic()
+        if done < total and self._last_write is not None and now - self._last_write < self.min_interval:
+            return
+        self._last_write = now
+        Job.objects.filter(pk=self.job_id).update(
+            phase=phase,
+            phase_done=done,
+            phase_total=total,
+            eta_seconds=eta,
             heartbeat_at=timezone.now(),
             event_seq=F("event_seq") + 1,
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -18,15 +20,19 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
 from learning import selectors as catalog
-from learning.artifacts import artifact_read
+from learning.artifacts import artifact_read, artifact_storage, artifacts_delete
+from learning.domain_files import ImportStopped
+from learning.engine.progress import EvaluationStopped
 from learning.errors import InvalidInput
 from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, SourceDomain, TaskSpec, Visibility
+from learning.services.domains import domain_import, domain_upload_stage
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import split_classes, task_spec_create
 from tasks_app.checkpoints import ArtifactCheckpointStore
@@ -258,6 +264,52 @@ def job_create_transfer(
     return job
 
 
+def job_create_import(
+    *,
+    owner,
+    upload: Any,
+    name: str,
+    visibility: str = Visibility.PUBLIC,
+    description: str = "",
+    citation: str = "",
+    license: str = "",
+    enqueue: bool = True,
+) -> Job:
+    """Stage an uploaded zip (cheap checks, then stored), write an ``import`` Job for it, enqueue it.
+
+    Bad input raises the ``InvalidInput`` an inline import would, before anything is
+    written. The job has no domain until it succeeds; its config names the stored upload,
+    which is deleted when the job ends, however it ends. Light work: queue ``cpu``.
+    """
+    staged = domain_upload_stage(upload=upload, name=name, visibility=visibility, license=license)
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=Job.Kind.IMPORT,
+                owner=owner,
+                queue=LIGHT_QUEUE,
+                total_steps=1,
+                config={
+                    "name": staged.name,
+                    "description": description,
+                    "citation": citation,
+                    "visibility": visibility,
+                    "license": license,
+                    "upload": staged.path,
+                    "filename": staged.filename,
+                    "size": staged.size,
+                    "sha256": staged.sha256,
+                },
+            )
+            if enqueue:
+                job_enqueue_on_commit(job)
+    except BaseException:
+        artifacts_delete([staged.path])
+        raise
+    job.refresh_from_db(fields=["status"])  # the enqueue fails the job if the broker is down
+    return job
+
+
 def transfer_shots(domain: SourceDomain, spec: TaskSpec) -> list[int]:
     """The shot counts of TRANSFER_SHOTS that every meta-test class of the target can supply.
 
@@ -301,6 +353,7 @@ def job_cancel(*, job: Job) -> Job:
         if job.status == Job.Status.QUEUED:
             job.status, job.finished_at = Job.Status.CANCELLED, timezone.now()
             fields += ["status", "finished_at"]
+            _discard_import_upload_on_commit(job)
         job.save(update_fields=fields)
     publish_job(job)
     return job
@@ -313,6 +366,38 @@ def heartbeat_timeout() -> timedelta:
     return timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
 
 
+MAX_LOG_ENTRIES = 100
+
+
+def _log(job: Job, message: str) -> None:
+    """Append a lifecycle entry to ``job.log`` (in memory; the caller saves ``log``)."""
+    job.log = [*job.log[-(MAX_LOG_ENTRIES - 1) :], {"at": timezone.now().isoformat(), "message": message}]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with that pid still runs (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _runner_gone(job: Job, worker_host: str) -> bool:
+    """The job's last runner was a process of this very worker, and it is dead.
+
+    A worker whose pool process was killed gets the job's message back at once
+    (``reject_on_worker_lost``); without this it would wait for the heartbeat to go stale.
+    """
+    return job.worker_host == worker_host and job.worker_pid is not None and not process_alive(job.worker_pid)
+
+
 def _claim(job_id: int, worker_host: str) -> Job | None:
     """Mark the job running on this worker, or return None if it is not ours to run."""
     stale_before = timezone.now() - heartbeat_timeout()
@@ -320,19 +405,40 @@ def _claim(job_id: int, worker_host: str) -> Job | None:
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.is_final:
             return None
-        if job.status == Job.Status.RUNNING and job.heartbeat_at and job.heartbeat_at > stale_before:
+        alive = job.heartbeat_at and job.heartbeat_at > stale_before and not _runner_gone(job, worker_host)
+        if job.status == Job.Status.RUNNING and alive:
             return None  # a duplicate delivery while a live worker has it
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
             _finish_failed(job, f"gave up after {job.attempts} attempts; the worker was lost each time", "")
             return None
         now = timezone.now()
         job.status, job.worker_host, job.heartbeat_at = Job.Status.RUNNING, worker_host, now
+        job.worker_pid = os.getpid()
         job.attempts += 1
         job.started_at = job.started_at or now
         job.phase = "starting" if job.attempts == 1 else "resuming"
-        job.save(update_fields=["status", "worker_host", "heartbeat_at", "attempts", "started_at", "phase"])
+        _log(job, f"attempt {job.attempts} started on {worker_host} (process {job.worker_pid})")
+        job.save(
+            update_fields=[
+                "status",
+                "worker_host",
+                "worker_pid",
+                "heartbeat_at",
+                "attempts",
+                "started_at",
+                "phase",
+                "log",
+            ]
+        )
     publish_job(job)
     return job
+
+
+def _log_resumption(job: Job, store: ArtifactCheckpointStore, run: str) -> None:
+    step = store.latest_step()
+    if step is not None:
+        _log(job, f"{run} resumes from its checkpoint at step {step}")
+        job.save(update_fields=["log"])
 
 
 class _Heartbeat:
@@ -367,11 +473,38 @@ class _Heartbeat:
             connection.close()
 
 
-class _CancelPoll:
-    """``should_stop`` for the engine: reads the cancel flag at most every ``interval`` seconds."""
+class _ShutdownRequest:
+    """SIGTERM to the process that runs a job becomes a stop at the engine's next step.
 
-    def __init__(self, job_id: int, interval: float = 0.3) -> None:
-        self.job_id, self.interval = job_id, interval
+    The engine then saves a checkpoint and the job is queued again, so stopping the system
+    (Ctrl-C on the run command) loses no training. Signal handlers can only be set from a
+    process's main thread, where a prefork Celery worker runs its task.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _ShutdownRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _StopPoll:
+    """``should_stop`` for the engine: a shutdown, or the cancel flag read at most every ``interval`` s."""
+
+    def __init__(self, job_id: int, shutdown: _ShutdownRequest, interval: float = 0.3) -> None:
+        self.job_id, self.shutdown, self.interval = job_id, shutdown, interval
         self._next = 0.0
         self._cancelled = False
 
@@ -380,7 +513,40 @@ class _CancelPoll:
         if not self._cancelled and now >= self._next:
             self._next = now + self.interval
             self._cancelled = Job.objects.filter(pk=self.job_id, cancel_requested=True).exists()
-        return self._cancelled
+        return self._cancelled or self.shutdown.requested
+
+
+class _EvaluationProgress:
+    """Progress of one or more evaluations in a row, reported as one phase of the job.
+
+    Hands each engine evaluation ``on_progress`` and ``should_stop``; episodes are counted
+    across all of them, and the ETA is the episodes left at the rate measured so far.
+    """
+
+    def __init__(self, recorder: JobProgressRecorder, stop: _StopPoll, *, total_episodes: int) -> None:
+        self.recorder, self.stop, self.total = recorder, stop, total_episodes
+        self._finished = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_progress": self._report, "should_stop": self.stop}
+
+    def _report(self, event: dict[str, Any]) -> None:
+        done = self._finished + event["done"]
+        rate = event["episodes_per_sec"]
+        eta = (self.total - done) / rate if rate else None
+        self.recorder.phase_progress(phase="evaluating", done=done, total=self.total, eta=eta)
+        if event["done"] == event["total"]:
+            self._finished += event["total"]
+
+
+def _finish_stopped(job: Job) -> None:
+    """A run the engine stopped early: cancelled by its owner, or interrupted by a worker shutdown."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.cancel_requested:
+            _finish(job, Job.Status.CANCELLED)
+        else:
+            _requeue(job, "the worker shut down; the job resumes from its checkpoint")
 
 
 def _domain_data(domain: SourceDomain):
@@ -404,22 +570,27 @@ def job_run(*, job_id: int, worker_host: str | None = None, also_report: Progres
     if job is None:
         return
     try:
-        with _Heartbeat(job.pk, settings.JOB_HEARTBEAT_INTERVAL):
+        with _Heartbeat(job.pk, settings.JOB_HEARTBEAT_INTERVAL), _ShutdownRequest() as shutdown:
+            stop = _StopPoll(job.pk, shutdown)
             if job.kind == Job.Kind.META_TRAIN:
-                _run_meta_train(job, also_report)
+                _run_meta_train(job, stop, also_report)
             elif job.kind == Job.Kind.EVALUATE:
-                _run_evaluate(job)
+                _run_evaluate(job, stop)
             elif job.kind == Job.Kind.TRANSFER:
-                _run_transfer(job, also_report)
+                _run_transfer(job, stop, also_report)
+            elif job.kind == Job.Kind.IMPORT:
+                _run_import(job, stop)
             else:
                 raise InvalidInput(f"job kind {job.kind!r} is not runnable yet")
+    except EvaluationStopped:
+        _finish_stopped(job)
     except Exception as exc:
         job.refresh_from_db()
         _finish_failed(job, f"{type(exc).__name__}: {exc}"[:500], traceback.format_exc()[-TRACEBACK_LIMIT:])
         logger.exception("job %s failed", job.pk)
 
 
-def _run_meta_train(job: Job, also_report: ProgressFn | None) -> None:
+def _run_meta_train(job: Job, stop: _StopPoll, also_report: ProgressFn | None) -> None:
     from learning.engine.algorithms import train
     from learning.engine.weights import weights_to_bytes
 
@@ -432,11 +603,11 @@ def _run_meta_train(job: Job, also_report: ProgressFn | None) -> None:
             also_report(event)
 
     store = ArtifactCheckpointStore(job.pk)
-    result = train(
-        job.config["engine"], data, on_progress=on_progress, should_stop=_CancelPoll(job.pk), checkpoint=store
-    )
+    _log_resumption(job, store, "training")
+    result = train(job.config["engine"], data, on_progress=on_progress, should_stop=stop, checkpoint=store)
     if result.stopped:
-        _finish(job, Job.Status.CANCELLED)
+        recorder.flush()
+        _finish_stopped(job)
         return
 
     recorder.write(
@@ -446,7 +617,8 @@ def _run_meta_train(job: Job, also_report: ProgressFn | None) -> None:
         eta=0.0,
         phase="evaluating",
     )
-    evaluation_numbers = _evaluate_on_meta_test(job, result, data)
+    progress = _EvaluationProgress(recorder, stop, total_episodes=job.config["eval_episodes"])
+    evaluation_numbers = _evaluate_on_meta_test(job, result, data, progress)
     model = metamodel_register(
         name=job.config["model_name"],
         algorithm=result.algorithm,
@@ -479,7 +651,7 @@ def _source_class_names(model) -> list[str]:
     ]
 
 
-def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
+def _run_transfer(job: Job, stop: _StopPoll, also_report: ProgressFn | None) -> None:
     """Transferred model and from-scratch baseline, then a paired comparison at every shot count."""
     from learning.engine.algorithms import train
     from learning.engine.evaluation import evaluate_classifier, paired_comparison
@@ -514,16 +686,19 @@ def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
 
         return on_progress
 
-    stop = _CancelPoll(job.pk)
+    stores = {run: ArtifactCheckpointStore(job.pk, run=run) for run in ("transfer", "scratch")}
+    for run, store in stores.items():
+        _log_resumption(job, store, f"the {run} run")
     transferred = train(
         engine,
         data,
         on_progress=progress(0, "transferring"),
         should_stop=stop,
-        checkpoint=ArtifactCheckpointStore(job.pk, run="transfer"),
+        checkpoint=stores["transfer"],
     )
     if transferred.stopped:
-        _finish(job, Job.Status.CANCELLED)
+        recorder.flush()
+        _finish_stopped(job)
         return
     # The baseline trains like finetune, from a fresh init: same data, steps and optimizer.
     baseline_keys = set(COMMON_KEYS) | set(METHOD_KEYS["scratch"])
@@ -533,10 +708,11 @@ def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
         data,
         on_progress=progress(steps, "baseline"),
         should_stop=stop,
-        checkpoint=ArtifactCheckpointStore(job.pk, run="scratch"),
+        checkpoint=stores["scratch"],
     )
     if baseline.stopped:
-        _finish(job, Job.Status.CANCELLED)
+        recorder.flush()
+        _finish_stopped(job)
         return
 
     recorder.write(
@@ -544,6 +720,9 @@ def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
     )
     meta_test = split_classes(domain=target, split=spec.split, part="meta_test")
     rows = []
+    progress = _EvaluationProgress(
+        recorder, stop, total_episodes=2 * len(job.config["shots"]) * job.config["eval_episodes"]
+    )
     for shots in job.config["shots"]:
         common = dict(
             classes=meta_test,
@@ -553,6 +732,7 @@ def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
             within_group=spec.within_group,
             episodes=job.config["eval_episodes"],
             seed=spec.seed,
+            **progress.callbacks(),
         )
         ours = evaluate_classifier(
             transferred.algorithm,
@@ -600,8 +780,8 @@ def _run_transfer(job: Job, also_report: ProgressFn | None) -> None:
     evaluations = [
         evaluation_create(model=model, target_domain=target, task_spec=spec, **row) for row in rows
     ]
-    for run in ("transfer", "scratch"):
-        ArtifactCheckpointStore(job.pk, run=run).clear()
+    for store in stores.values():
+        store.clear()
     _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=evaluations)
 
 
@@ -609,21 +789,27 @@ def job_metrics(result) -> dict[str, float]:
     return {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
 
-def _evaluate_on_meta_test(job: Job, result, data) -> list[dict[str, Any]]:
+def _evaluate_on_meta_test(job: Job, result, data, progress: _EvaluationProgress) -> list[dict[str, Any]]:
     """The literature's protocol on held-out classes (images) or tasks (functions).
 
     Returns the fields of the Evaluation rows to create.
     """
     if not job.domain.is_image:
-        return _evaluate_regression(job, result, data)
+        return _evaluate_regression(job, result, data, progress)
     return [
         _evaluate_weights(
-            job, result.algorithm, result.weights, result.model_config, data, seen=result.train_class_names
+            job,
+            result.algorithm,
+            result.weights,
+            result.model_config,
+            data,
+            progress,
+            seen=result.train_class_names,
         )
     ]
 
 
-def _evaluate_regression(job: Job, result, family) -> list[dict[str, Any]]:
+def _evaluate_regression(job: Job, result, family, progress: _EvaluationProgress) -> list[dict[str, Any]]:
     """MSE and Gaussian log-likelihood of a Neural Process on held-out tasks of the ``test`` seed stream."""
     from learning.engine.functions import heldout_tasks
     from learning.engine.regression_eval import evaluate_neural_process
@@ -637,7 +823,9 @@ def _evaluate_regression(job: Job, result, family) -> list[dict[str, Any]]:
         k_context=spec.k_shot,
         n_target=spec.query_size,
     )
-    report = evaluate_neural_process(result.algorithm, load_model(result.weights, result.model_config), tasks)
+    report = evaluate_neural_process(
+        result.algorithm, load_model(result.weights, result.model_config), tasks, **progress.callbacks()
+    )
     return [
         {
             "shots": spec.k_shot,
@@ -650,7 +838,9 @@ def _evaluate_regression(job: Job, result, family) -> list[dict[str, Any]]:
     ]
 
 
-def _evaluate_weights(job: Job, algorithm: str, weights, model_config, data, *, seen=None) -> dict[str, Any]:
+def _evaluate_weights(
+    job: Job, algorithm: str, weights, model_config, data, progress: _EvaluationProgress, *, seen=None
+) -> dict[str, Any]:
     from learning.engine.evaluation import evaluate_classifier
 
     spec, domain = job.task_spec, job.domain
@@ -667,6 +857,7 @@ def _evaluate_weights(job: Job, algorithm: str, weights, model_config, data, *, 
         episodes=job.config["eval_episodes"],
         seed=spec.seed,
         seen_class_names=seen,
+        **progress.callbacks(),
     )
     return {
         "shots": spec.k_shot,
@@ -677,12 +868,14 @@ def _evaluate_weights(job: Job, algorithm: str, weights, model_config, data, *, 
     }
 
 
-def _run_evaluate(job: Job) -> None:
+def _run_evaluate(job: Job, stop: _StopPoll) -> None:
     from learning.engine.weights import weights_from_bytes
 
     model = job.source_model
     weights, model_config, algorithm = weights_from_bytes(artifact_read(model.weights_file))
-    JobProgressRecorder(job).write(step=0, total=1, metrics={}, eta=None, phase="evaluating")
+    recorder = JobProgressRecorder(job)
+    recorder.write(step=0, total=1, metrics={}, eta=None, phase="evaluating")
+    progress = _EvaluationProgress(recorder, stop, total_episodes=job.config["eval_episodes"])
     seen = None
     if model.task_spec is not None and model.task_spec.domain_id == job.domain_id:
         # Evaluating on the training domain: the engine refuses classes the model was trained on.
@@ -691,21 +884,89 @@ def _run_evaluate(job: Job) -> None:
             domain.classes[i]["name"]
             for i in split_classes(domain=domain, split=model.task_spec.split, part="meta_train")
         ]
-    numbers = _evaluate_weights(job, algorithm, weights, model_config, _domain_data(job.domain), seen=seen)
+    numbers = _evaluate_weights(
+        job, algorithm, weights, model_config, _domain_data(job.domain), progress, seen=seen
+    )
     evaluation = evaluation_create(model=model, target_domain=job.domain, task_spec=job.task_spec, **numbers)
     _finish(job, Job.Status.SUCCEEDED, model=model, evaluations=[evaluation])
 
 
+def _run_import(job: Job, stop: _StopPoll) -> None:
+    """Import the staged upload as an inline import would; the phase counts image files decoded.
+
+    Bad content fails the job with the inline import's message; a cancel ends it before
+    anything is stored. ``_finish`` deletes the staged upload either way.
+    """
+    config = job.config
+    earlier = SourceDomain.objects.filter(
+        owner=job.owner, name=config["name"], created_at__gte=job.created_at
+    ).first()
+    if earlier is not None:
+        # An earlier attempt imported it, and its worker was lost before it could say so.
+        job.domain = earlier
+        job.save(update_fields=["domain"])
+        _finish(job, Job.Status.SUCCEEDED)
+        return
+    recorder = JobProgressRecorder(job, phase="importing")
+    decoding_since: float | None = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal decoding_since
+        now = time.monotonic()
+        decoding_since = now if decoding_since is None else decoding_since
+        elapsed = now - decoding_since
+        eta = (total - done) * elapsed / done if done and elapsed > 0 else None
+        recorder.phase_progress(phase="importing", done=done, total=total, eta=eta)
+
+    try:
+        with artifact_storage().open(config["upload"], "rb") as stored:
+            domain = domain_import(
+                source=File(stored, name=config["filename"]),
+                owner=job.owner,
+                **{k: config[k] for k in ("name", "visibility", "description", "citation", "license")},
+                on_progress=on_progress,
+                should_stop=stop,
+            )
+    except ImportStopped:
+        _finish_stopped(job)
+        return
+    except InvalidInput as err:
+        _finish_failed(job, err.message[:500], "")
+        return
+    job.domain = domain
+    job.save(update_fields=["domain"])
+    _finish(job, Job.Status.SUCCEEDED)
+
+
+def _discard_import_upload_on_commit(job: Job) -> None:
+    """An import job that ends (however it ends) no longer needs its staged upload."""
+    if job.kind == Job.Kind.IMPORT and job.config.get("upload"):
+        upload = job.config["upload"]
+        transaction.on_commit(lambda: artifacts_delete([upload]))
+
+
 def _finish(job: Job, status: str, *, model=None, evaluations=()) -> None:
     with transaction.atomic():
+        # The recorder has moved the row on (event_seq, metrics, history) since ``job`` was read:
+        # a final event built from the stale copy would carry an old sequence number, and
+        # pages would drop it as out of date.
+        job.refresh_from_db(from_queryset=Job.objects.select_for_update())
         job.status, job.finished_at, job.phase = status, timezone.now(), ""
+        job.phase_done = job.phase_total = 0
+        job.eta_seconds = None
         job.result_model = model
         if status == Job.Status.SUCCEEDED:
             job.step = job.total_steps
         job.event_seq += 1
-        job.save(update_fields=["status", "finished_at", "phase", "result_model", "step", "event_seq"])
+        job.save(
+            update_fields=[
+                *("status", "finished_at", "phase", "phase_done", "phase_total", "eta_seconds"),
+                *("result_model", "step", "event_seq"),
+            ]
+        )
         if evaluations:
             job.result_evaluations.set(evaluations)
+        _discard_import_upload_on_commit(job)
     transaction.on_commit(lambda: publish_job(job))
 
 
@@ -716,6 +977,26 @@ def _finish_failed(job: Job, summary: str, tb: str) -> None:
 
 
 # --- the watchdog -----------------------------------------------------------------------
+
+
+def _requeue(job: Job, reason: str) -> None:
+    """Queue a job again (it resumes from its checkpoint). Call in a transaction, the row locked."""
+    _log(job, reason)
+    job.status, job.phase = Job.Status.QUEUED, f"requeued: {reason}"[:200]
+    job.event_seq += 1
+    job.save(update_fields=["status", "phase", "log", "event_seq"])
+    job_enqueue_on_commit(job)
+    transaction.on_commit(lambda: publish_job(job))
+
+
+def _requeue_or_fail(job: Job, reason: str) -> None:
+    """Requeue a job whose worker was lost, or fail it once it has used ``JOB_MAX_ATTEMPTS``."""
+    if job.attempts < settings.JOB_MAX_ATTEMPTS:
+        _requeue(job, reason)
+        return
+    _log(job, reason)
+    job.save(update_fields=["log"])
+    _finish_failed(job, f"{reason} and all {job.attempts} attempts are used", "")
 
 
 def jobs_recover_stale() -> list[int]:
@@ -736,17 +1017,27 @@ def jobs_recover_stale() -> list[int]:
             if job.status != Job.Status.RUNNING or (job.heartbeat_at and job.heartbeat_at >= stale_before):
                 continue
             last = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
-            if job.attempts >= settings.JOB_MAX_ATTEMPTS:
-                _finish_failed(
-                    job,
-                    f"the worker on {job.worker_host or '?'} stopped sending heartbeats "
-                    f"(last {last}) and all {job.attempts} attempts are used",
-                    "",
-                )
-            else:
-                job.status, job.phase = Job.Status.QUEUED, f"requeued: worker lost (last heartbeat {last})"
-                job.save(update_fields=["status", "phase"])
-                job_enqueue_on_commit(job)
-                transaction.on_commit(lambda job=job: publish_job(job))
+            _requeue_or_fail(
+                job, f"worker lost: {job.worker_host or '?'} stopped sending heartbeats (last {last})"
+            )
             touched.append(job_id)
+    return touched
+
+
+def jobs_requeue_lost(*, worker_host: str, reason: str) -> list[int]:
+    """Requeue (or fail, after the last attempt) the running jobs of a worker known to be dead.
+
+    The run command calls this when a worker it supervises dies and when it starts after
+    a previous run of it stopped, so those jobs resume at once instead of waiting for the
+    watchdog to see their heartbeat go stale. Returns the ids it touched.
+    """
+    touched: list[int] = []
+    for job_id in Job.objects.filter(status=Job.Status.RUNNING, worker_host=worker_host).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if job.status == Job.Status.RUNNING and job.worker_host == worker_host:
+                _requeue_or_fail(job, reason)
+                touched.append(job_id)
     return touched

@@ -6,6 +6,10 @@ repeated). Regression models take JSON: ``{"support": {"x": [...], "y": [...]},
 "query": {"x": [...]}}``. The answer lists ``predictions`` in query order. The request
 is read-only: anyone who may see the model (anonymous users too, for public models)
 may ask, and nothing is stored. ``learning.predict`` checks the input and holds the limits.
+
+The work runs in ``learning.heavy_work``'s bounded pool: when every slot is taken the
+answer is 503 with ``Retry-After``, and a computation past its deadline is stopped and
+answered 504; both bodies are ``{"detail": message, "code": ...}``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from rest_framework.response import Response
 
 from learning import predict
 from learning.errors import InvalidInput
+from learning.heavy_work import run_heavy
 from learning.models import MetaModel
 
 _ClassificationRequest = inline_serializer(
@@ -71,7 +76,18 @@ predict_schema = extend_schema(
         "image models need exactly as many labels as they were trained with (n-way). Nothing is stored."
     ),
     request={"multipart/form-data": _ClassificationRequest, "application/json": _RegressionRequest},
-    responses={200: _Response, 400: OpenApiResponse(description="Bad input; the message names it.")},
+    responses={
+        200: _Response,
+        400: OpenApiResponse(description="Bad input; the message names it."),
+        503: OpenApiResponse(
+            description='Every slot for heavy work is taken: retry after "Retry-After" seconds. '
+            'Body: {"detail": ..., "code": "busy"}.'
+        ),
+        504: OpenApiResponse(
+            description="The computation ran past its deadline and was stopped. "
+            'Body: {"detail": ..., "code": "deadline_exceeded"}.'
+        ),
+    },
     examples=[
         OpenApiExample(
             "Regression",
@@ -96,7 +112,10 @@ def _form(request: Request):
 
 
 def predict_response(request: Request, model: MetaModel) -> Response:
-    """Answer one predict request for ``model`` (already scoped to the user); ``InvalidInput`` -> 400."""
+    """Answer one predict request for ``model`` (already scoped to the user); ``InvalidInput`` -> 400.
+
+    Raises ``heavy_work.Busy`` / ``DeadlineExceeded``, which the viewset answers 503 / 504.
+    """
     kind = predict.predict_kind(model=model)
     data = _form(request)
     is_multipart = request.content_type.startswith("multipart/form-data")
@@ -106,7 +125,8 @@ def predict_response(request: Request, model: MetaModel) -> Response:
                 "this model classifies images: send multipart/form-data with support files, "
                 "support_labels and query files"
             )
-        result = predict.predict_classification(
+        result = run_heavy(
+            predict.predict_classification,
             model=model,
             support=request.FILES.getlist("support"),
             support_labels=data.getlist("support_labels"),
@@ -118,7 +138,7 @@ def predict_response(request: Request, model: MetaModel) -> Response:
             "this model predicts functions: send JSON "
             '{"support": {"x": [...], "y": [...]}, "query": {"x": [...]}}'
         )
-    result = predict.predict_regression(model=model, **predict.regression_payload(data))
+    result = run_heavy(predict.predict_regression, model=model, **predict.regression_payload(data))
     return Response(result.as_dict())
 
 

@@ -182,6 +182,16 @@ class DomainImportSerializer(serializers.Serializer):
         return attrs
 
 
+class DomainImportJobSerializer(serializers.Serializer):
+    """The 202 answer to an upload too large to import within the request: the job that imports it."""
+
+    job = serializers.IntegerField(help_text="The import job's id.")
+    job_url = serializers.CharField(help_text="The job in the API: its status, phase and files decoded.")
+    page_url = serializers.CharField(help_text="The job's page, with live progress.")
+    status = serializers.CharField(help_text="The job's status now: queued.")
+    detail = serializers.CharField()
+
+
 # --- Task specs ----------------------------------------------------------------------------------
 
 

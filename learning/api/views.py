@@ -2,14 +2,23 @@
 
 Each viewset names its scoped selector, its serializers and its FilterSet; the shared
 ``CatalogViewSet`` validates a create's input, hands it to the resource's service with
-``request.user`` as the owner, and turns the service's ``InvalidInput`` into a 400.
+``request.user`` as the owner, and turns the service's ``InvalidInput`` into a 400, and
+``heavy_work``'s refusals into 503 with ``Retry-After`` (busy) or 504 (deadline passed).
+A domain upload too large to import within the request answers 202 with its import job.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from django.urls import reverse
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import fields, mixins, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
@@ -21,7 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from learning import selectors
+from learning import heavy_work, selectors
 from learning.api import filtersets, serializers
 from learning.api.predict import predict_response, predict_schema
 from learning.errors import InvalidInput
@@ -29,6 +38,8 @@ from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
 from learning.services.domains import domain_import
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import task_spec_create
+from tasks_app.imports import domain_upload_import
+from tasks_app.models import Job
 
 
 class CatalogPagination(PageNumberPagination):
@@ -54,6 +65,8 @@ class CatalogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return self.serializer_class
 
     def handle_exception(self, exc):
+        if isinstance(exc, heavy_work.HeavyWorkError):
+            return Response(exc.as_dict(), status=exc.status, headers=exc.headers)
         if isinstance(exc, InvalidInput):
             exc = ValidationError(exc.as_dict())
         return super().handle_exception(exc)
@@ -62,6 +75,10 @@ class CatalogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         given = self.get_serializer(data=request.data)
         given.is_valid(raise_exception=True)
         created = self.service_create(user=request.user, data=dict(given.validated_data))
+        return self.created_response(created)
+
+    def created_response(self, created) -> Response:
+        """201 with the new entry's detail."""
         output_class = self.detail_serializer_class or self.serializer_class
         output = output_class(created, context=self.get_serializer_context())
         return Response(output.data, status=status.HTTP_201_CREATED)
@@ -74,16 +91,43 @@ class CatalogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 @extend_schema_view(
     create=extend_schema(
         summary="Import a domain from an uploaded zip or a URL",
+        description=(
+            "A URL, or an uploaded zip of at most `IMPORT_INLINE_MAX_BYTES` (5 MiB unless set), "
+            "is imported within the request: 201 with the new domain. A larger upload is checked "
+            "as far as that is cheap (name, visibility, license, the archive's size and directory; "
+            "bad input is a 400 as ever), stored, and imported by a worker: 202 with the import "
+            "job, whose `Location` is the job in the API. The job's `phase_done` / `phase_total` "
+            "count the image files decoded; once it has succeeded its `domain` is the new domain, "
+            "and if it fails its `error_summary` is the reason an inline import would have given."
+        ),
         request={
             "multipart/form-data": serializers.DomainImportSerializer,
             "application/json": serializers.DomainImportSerializer,
         },
-        responses={201: serializers.DomainDetailSerializer},
+        responses={
+            201: OpenApiResponse(serializers.DomainDetailSerializer, description="Imported: the new domain."),
+            202: OpenApiResponse(
+                serializers.DomainImportJobSerializer, description="A large upload, queued as an import job."
+            ),
+        },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                str,
+                location=OpenApiParameter.HEADER,
+                response=[202],
+                description="The import job in the API.",
+            )
+        ],
     )
 )
 @extend_schema(tags=["domains"])
 class DomainViewSet(CatalogViewSet):
-    """Source domains, by slug. Create imports a zip of images (one folder per class)."""
+    """Source domains, by slug. Create imports a zip of images (one folder per class).
+
+    A large upload (over ``IMPORT_INLINE_MAX_BYTES``) is imported by an ``import`` job
+    instead: the answer is 202 with the job's id and URLs (``tasks_app.imports``).
+    """
 
     lookup_field = "slug"
     serializer_class = serializers.DomainSerializer
@@ -96,15 +140,37 @@ class DomainViewSet(CatalogViewSet):
     def get_queryset(self):
         return selectors.domain_list(user=self.request.user)
 
-    def service_create(self, *, user, data: dict[str, Any]) -> SourceDomain:
+    def service_create(self, *, user, data: dict[str, Any]) -> SourceDomain | Job:
         given = "file" if "file" in data else "url"
         try:
-            return domain_import(source=data.pop(given), owner=user, **data)
+            if given == "file":
+                return domain_upload_import(upload=data.pop("file"), owner=user, **data)
+            return heavy_work.run_heavy(
+                domain_import,
+                source=data.pop("url"),
+                owner=user,
+                deadline_s=heavy_work.import_deadline_s(),
+                **data,
+            )
         except InvalidInput as exc:
             # the service calls its input "source"; the API calls it "file" or "url"
             if exc.field == "source":
                 raise InvalidInput(exc.message, field=given) from exc
             raise
+
+    def created_response(self, created: SourceDomain | Job) -> Response:
+        """201 with the domain, or 202 with the job that imports a large upload."""
+        if not isinstance(created, Job):
+            return super().created_response(created)
+        api_url = f"{reverse('api:api-root')}jobs/{created.pk}/"
+        body = {
+            "job": created.pk,
+            "job_url": api_url,
+            "page_url": reverse("job-detail", args=[created.pk]),
+            "status": created.status,
+            "detail": f"large archive: importing as job {created.pk}; follow its progress at {api_url}",
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": api_url})
 
 
 @extend_schema_view(

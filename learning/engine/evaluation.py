@@ -26,7 +26,19 @@ from torch import Tensor, nn
 from learning.engine.data import ImageArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeSampler, EpisodeSpec
+from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
 from learning.engine.weights import load_model
+
+__all__ = [
+    "EVAL_STREAM",
+    "MIN_PROTOCOL_EPISODES",
+    "EvalResult",
+    "EvaluationStopped",
+    "evaluate_classifier",
+    "evaluate_model",
+    "mean_ci95",
+    "paired_comparison",
+]
 
 MIN_PROTOCOL_EPISODES = 600
 EVAL_STREAM = 7
@@ -99,14 +111,26 @@ def evaluate_model(
     device: str | torch.device | None = None,
     strict: bool = True,
     seen_class_names: Collection[str] | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    progress_interval_s: float = 0.5,
 ) -> EvalResult:
     """Query accuracy of ``model`` (trained by ``algorithm``) on N-way K-shot episodes of ``classes``.
 
     ``adapt`` holds MAML-family settings (``inner_lr``, ``inner_steps``). ``strict``
     enforces the protocol's minimum of 600 episodes; ``seen_class_names`` (the names of
     the meta-training classes) makes any overlap with ``classes`` an error. Episodes are
-    never rotated. Raises ``ValueError`` for a protocol breach, :class:`EpisodeError` for
-    impossible episodes. Returns an :class:`EvalResult`.
+    never rotated.
+
+    Episodes run ``batch_episodes`` at a time. ``on_progress`` receives
+    ``{"done", "total", "eta_seconds", "episodes_per_sec"}`` (episodes, seconds) after the
+    first batch, after the last one, and otherwise at most every ``progress_interval_s``
+    seconds; see :mod:`learning.engine.progress`. ``should_stop`` is polled before each
+    batch. Neither changes the episodes or the numbers.
+
+    Raises ``ValueError`` for a protocol breach, :class:`EpisodeError` for impossible
+    episodes, :class:`EvaluationStopped` when ``should_stop()`` returned True. Returns an
+    :class:`EvalResult`.
     """
     from learning.engine.algorithms import get_entry
 
@@ -134,8 +158,10 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     accuracies = np.empty(episodes, dtype=np.float64)
+    meter = ProgressMeter(episodes, on_progress, interval_s=progress_interval_s)
     try:
         for start in range(0, episodes, batch_episodes):
+            check_stop(should_stop, start, episodes)
             count = min(batch_episodes, episodes - start)
             tasks = sampler.batch(start, count, dev)
             with torch.no_grad():
@@ -144,6 +170,7 @@ def evaluate_model(
                 )
             correct = (scores.argmax(-1) == tasks.y_query).double().mean(-1)
             accuracies[start : start + count] = correct.cpu().numpy()
+            meter.advance(count)
     finally:
         model.train(was_training)
     mean, ci = mean_ci95(accuracies)
@@ -167,11 +194,16 @@ def evaluate_classifier(
     device: str | torch.device | None = None,
     strict: bool = True,
     seen_class_names: Collection[str] | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    progress_interval_s: float = 0.5,
 ) -> EvalResult:
     """:func:`evaluate_model` on the net rebuilt from ``weights`` and ``model_config``.
 
     ``adapt`` defaults to ``model_config["adapt"]`` (the settings saved at training).
-    Returns an :class:`EvalResult`.
+    ``on_progress``, ``should_stop`` and ``progress_interval_s`` work as in
+    :func:`evaluate_model`. Returns an :class:`EvalResult`; raises
+    :class:`EvaluationStopped` when stopped.
     """
     model = load_model(weights, model_config)
     return evaluate_model(
@@ -189,6 +221,9 @@ def evaluate_classifier(
         device=device,
         strict=strict,
         seen_class_names=seen_class_names,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        progress_interval_s=progress_interval_s,
     )
 
 

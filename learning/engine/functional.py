@@ -56,6 +56,15 @@ class FunctionalSafetyError(ValueError):
     """The model cannot be used with functional_call + vmap without wrong results."""
 
 
+class AdaptationStopped(Exception):
+    """``should_stop()`` returned True between two inner steps; the adaptation was abandoned."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"adaptation stopped after {done} of {total} inner steps")
+        self.done = done
+        self.total = total
+
+
 def check_functional_safe(model: nn.Module) -> None:
     """Raise :class:`FunctionalSafetyError` if ``model`` has ``nn.BatchNorm*`` or a shared module/parameter.
 
@@ -99,17 +108,21 @@ def adapt(
     inner_lr: float,
     inner_steps: int,
     first_order: bool,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Params:
     """Adapted parameters of ONE task after ``inner_steps`` SGD steps on ``loss_fn(model(x), y)``.
 
     Call it inside ``vmap`` for a batch of tasks. The result is differentiable w.r.t.
-    ``params`` (through the inner gradients too unless ``first_order``).
+    ``params`` (through the inner gradients too unless ``first_order``). ``should_stop``
+    is polled before every step; when it returns True, :class:`AdaptationStopped` is raised.
     """
 
     def inner_loss(p: Params) -> Tensor:
         return loss_fn(functional_call(model, (p, buffers), (x,)), y)
 
-    for _ in range(inner_steps):
+    for step in range(inner_steps):
+        if should_stop is not None and should_stop():
+            raise AdaptationStopped(step, inner_steps)
         grads = grad(inner_loss)(params)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
@@ -271,11 +284,14 @@ def batched_adapt_predict(
     loss_fn: LossFn,
     inner_lr: float,
     inner_steps: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Query outputs ``(B, Q, *out)`` after adapting to each task's support ``(B, S, ...)``; no graph kept.
 
     For evaluation: the inner loop is first-order (no meta-gradient is needed) and runs
     under ``no_grad`` outside; ``torch.func.grad`` still computes the inner gradients.
+    ``should_stop`` is polled before every inner step (all tasks step together under
+    ``vmap``); when it returns True, :class:`AdaptationStopped` is raised.
     """
     params, buffers = model_params(model)
     detached = {k: p.detach() for k, p in params.items()}
@@ -291,6 +307,7 @@ def batched_adapt_predict(
             inner_lr=inner_lr,
             inner_steps=inner_steps,
             first_order=True,
+            should_stop=should_stop,
         )
         return functional_call(model, (fast, buffers), (xq,))
 

@@ -56,9 +56,7 @@ from learning.engine.checkpoints import (
     pack_blob,
     unpack_blob,
 )
-
-ProgressFn = Callable[[dict[str, Any]], None]
-StopFn = Callable[[], bool]
+from learning.engine.progress import ProgressFn, ProgressMeter, StopFn
 
 MAX_HISTORY = 256
 """At most this many progress events are kept in ``TrainResult.history`` (older ones thinned)."""
@@ -249,9 +247,9 @@ def run_training(
         last_saved = steps_done
 
     window = _Window()
-    session_start = time.monotonic()
-    session_first_step = steps_done
-    last_emit = -math.inf
+    # The meter only throttles and measures the ETA; events keep the loop's own shape.
+    meter = ProgressMeter(total_steps, interval_s=progress_interval_s, done=steps_done)
+    session_start = meter.start
     last_emit_time = session_start
     final_loss = math.nan
     final_metrics: dict[str, float] = {}
@@ -260,25 +258,24 @@ def run_training(
         final_metrics = dict(history[-1].get("metrics", {}))
 
     def emit(now: float) -> None:
-        nonlocal last_emit, last_emit_time, final_loss, final_metrics
+        nonlocal last_emit_time, final_loss, final_metrics
         if window.n == 0:
             return
         loss, metrics = window.means()
-        elapsed = now - session_start
-        rate = (steps_done - session_first_step) / elapsed if elapsed > 0 else 0.0
         event = {
             "step": steps_done,
             "total": total_steps,
             "loss": loss,
             "metrics": metrics,
             "examples_per_sec": window.examples / max(now - last_emit_time, 1e-9),
-            "eta_seconds": (total_steps - steps_done) / rate if rate > 0 else None,
+            "eta_seconds": meter.eta_seconds(steps_done, now),
         }
         final_loss, final_metrics = loss, metrics
         history.append(event)
         history[:] = _thin(history)
         window.reset()
-        last_emit, last_emit_time = now, now
+        meter.mark(now)
+        last_emit_time = now
         if on_progress is not None:
             on_progress(event)
 
@@ -297,7 +294,7 @@ def run_training(
         steps_done += 1
         window.add(out, examples_per_step)
         now = time.monotonic()
-        if steps_done == total_steps or now - last_emit >= progress_interval_s:
+        if meter.due(steps_done, now):
             emit(now)
         if checkpoint_every and steps_done % checkpoint_every == 0:
             save()

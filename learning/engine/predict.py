@@ -17,6 +17,11 @@ Classification (``arch == "conv4"``; images ``(n, 28, 28)`` uint8, ink high, as
   support images (nearest support by the learned similarity); the per-class maxima are
   the scores.
 
+Long work can be stopped: :func:`classify` and :func:`regress` take ``should_stop`` (a
+callable returning a bool, e.g. "the request's deadline passed"), poll it before starting
+and between inner SGD steps, and raise :class:`PredictStopped` when it returns True. A
+model whose saved ``adapt["inner_steps"]`` is absurd thus stops at the caller's deadline.
+
 Probabilities are ``softmax(scores)`` over the support labels, in float64, so each
 row sums to 1 to within rounding. Labels are indices ``0..N-1`` in the order the caller
 chose; the caller maps them to names.
@@ -34,7 +39,7 @@ Regression (1-D functions, ``x`` and ``y`` floats):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +49,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from learning.engine.data import IMAGE_SIZE
+from learning.engine.functional import AdaptationStopped
 from learning.engine.weights import load_model
 
 CLASSIFICATION = "classification"
@@ -61,6 +67,15 @@ class PredictError(ValueError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class PredictStopped(Exception):
+    """``should_stop()`` returned True: the prediction was abandoned and gives no result."""
+
+
+def _check_stop(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise PredictStopped("the prediction was stopped before it started")
 
 
 def task_of(model_config: Mapping[str, Any]) -> str:
@@ -157,13 +172,19 @@ def images_to_tensor(images: np.ndarray) -> Tensor:
 
 
 def classify(
-    predictor: Predictor, support: np.ndarray, support_labels: Sequence[int], query: np.ndarray
+    predictor: Predictor,
+    support: np.ndarray,
+    support_labels: Sequence[int],
+    query: np.ndarray,
+    *,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Probabilities ``(Q, N)`` (float64, rows sum to 1) of each query image for labels ``0..N-1``.
 
     ``support`` ``(S, 28, 28)`` uint8 with ``support_labels`` (S ints, every label in
     ``0..N-1`` used at least once, N >= 2); ``query`` ``(Q, 28, 28)`` uint8. Raises
-    :class:`PredictError` for labels that do not fit the model.
+    :class:`PredictError` for labels that do not fit the model, :class:`PredictStopped`
+    when ``should_stop()`` returns True (polled first and between inner steps).
     """
     if predictor.task != CLASSIFICATION:
         raise PredictError("this model predicts functions, not image labels")
@@ -188,8 +209,14 @@ def classify(
     assert entry.classify is not None  # checked in load_predictor
     xs, xq = images_to_tensor(support), images_to_tensor(query)
     ys = torch.from_numpy(labels).unsqueeze(0)
-    with torch.no_grad():
-        scores = entry.classify(predictor.model, xs, ys, xq, predictor.adapt)  # (1, Q, N)
+    _check_stop(should_stop)
+    try:
+        with torch.no_grad():
+            scores = entry.classify(
+                predictor.model, xs, ys, xq, predictor.adapt, should_stop=should_stop
+            )  # (1, Q, N)
+    except AdaptationStopped as exc:
+        raise PredictStopped(str(exc)) from exc
     probabilities = torch.softmax(scores[0].double(), dim=-1).numpy()
     if not np.isfinite(probabilities).all():
         raise PredictError("the model's scores are not finite for these images")
@@ -204,11 +231,13 @@ def regress(
     *,
     latent_samples: int = LATENT_SAMPLES,
     seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(mean (T,), std (T,) or None)`` at ``x_query`` given the support points, float64.
 
     ``std`` is None for MAML-family learners, whose adapted net gives a point prediction.
-    Raises :class:`PredictError` for empty or mismatched inputs.
+    Raises :class:`PredictError` for empty or mismatched inputs, :class:`PredictStopped`
+    when ``should_stop()`` returns True (polled first and between inner steps).
     """
     if predictor.task != REGRESSION:
         raise PredictError("this model classifies images, not functions")
@@ -219,6 +248,7 @@ def regress(
         raise PredictError("at least one query x is needed", field="query")
     x_ctx, y_ctx, x_tgt = (torch.from_numpy(a).view(1, -1, 1) for a in (xs, ys, xq))
     model = predictor.model
+    _check_stop(should_stop)
     if predictor.algorithm in NEURAL_PROCESSES:
         eps = None
         if getattr(model, "uses_latent", False):
@@ -236,15 +266,19 @@ def regress(
     from learning.engine.functional import batched_adapt_predict
 
     adapt = predictor.adapt
-    pred = batched_adapt_predict(
-        model,
-        x_ctx,
-        y_ctx,
-        x_tgt,
-        loss_fn=F.mse_loss,
-        inner_lr=float(adapt["inner_lr"]),
-        inner_steps=int(adapt["inner_steps"]),
-    )
+    try:
+        pred = batched_adapt_predict(
+            model,
+            x_ctx,
+            y_ctx,
+            x_tgt,
+            loss_fn=F.mse_loss,
+            inner_lr=float(adapt["inner_lr"]),
+            inner_steps=int(adapt["inner_steps"]),
+            should_stop=should_stop,
+        )
+    except AdaptationStopped as exc:
+        raise PredictStopped(str(exc)) from exc
     mean = pred[0, :, 0].double().numpy()
     if not np.isfinite(mean).all():
         raise PredictError("the adapted model's predictions are not finite for these points")
@@ -260,6 +294,7 @@ __all__ = [
     "CLASSIFICATION",
     "REGRESSION",
     "PredictError",
+    "PredictStopped",
     "Predictor",
     "classify",
     "fixed_ways",

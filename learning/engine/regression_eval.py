@@ -9,6 +9,9 @@ Always on identical held-out tasks (the ``test`` stream) for every model:
 
 Scores are means over tasks with a normal 95% confidence interval
 (``1.96 * sd / sqrt(n)``); :func:`paired_difference` compares two models task by task.
+The model evaluations take ``on_progress`` / ``should_stop`` callbacks as in
+:mod:`learning.engine.progress` (one task counts as one episode) and raise
+:class:`EvaluationStopped` when stopped.
 The training of MAML-family learners on function families lives in
 :mod:`learning.engine.algorithms.function_maml`.
 """
@@ -32,6 +35,21 @@ from learning.engine.functional import (
 )
 from learning.engine.functions import FunctionFamily, FunctionTasks
 from learning.engine.gp import gp_predict, predictive_log_likelihood
+from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
+
+__all__ = [
+    "MIN_EVAL_TASKS",
+    "EvaluationStopped",
+    "RegressionReport",
+    "Score",
+    "adapted_mse",
+    "evaluate_adapted",
+    "evaluate_gp_oracle",
+    "evaluate_neural_process",
+    "mean_ci95",
+    "paired_difference",
+    "tasks_to_tensors",
+]
 
 MIN_EVAL_TASKS = 600
 """The literature's floor for a reported few-shot score (and what the benchmarks use)."""
@@ -115,16 +133,25 @@ def adapted_mse(
     inner_lr: float,
     steps: Sequence[int] = (1, 10),
     chunk: int = 200,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    progress_interval_s: float = 0.5,
 ) -> dict[int, np.ndarray]:
     """Per-task target MSE after ``n`` SGD steps of ``inner_lr`` on the context MSE, each ``n`` in ``steps``.
 
-    ``0`` in ``steps`` scores the unadapted net. Returns ``{n: (n_tasks,) float64}``, y units squared.
+    ``0`` in ``steps`` scores the unadapted net. Tasks go through ``chunk`` at a time;
+    ``on_progress`` receives ``{"done", "total", "eta_seconds", "episodes_per_sec"}``
+    (tasks, seconds) after the first chunk, after the last and otherwise at most every
+    ``progress_interval_s`` seconds, and ``should_stop`` is polled before each chunk
+    (:class:`EvaluationStopped`). Returns ``{n: (n_tasks,) float64}``, y units squared.
     """
     if any(n < 0 for n in steps):
         raise ValueError(f"step counts must be >= 0, got {list(steps)}")
     device = next(model.parameters()).device
     out: dict[int, list[np.ndarray]] = {n: [] for n in steps}
+    meter = ProgressMeter(tasks.batch, on_progress, interval_s=progress_interval_s)
     for start in range(0, tasks.batch, chunk):
+        check_stop(should_stop, start, tasks.batch)
         part = tasks_to_tensors(tasks.select(slice(start, start + chunk)), device)
         for n in steps:
             if n == 0:
@@ -142,22 +169,65 @@ def adapted_mse(
                 )
             err = ((pred.double() - part.y_query.double()) ** 2).mean(dim=(1, 2))
             out[n].append(err.cpu().numpy())
+        meter.advance(part.x_support.shape[0])
     return {n: np.concatenate(v) for n, v in out.items()}
 
 
 def evaluate_adapted(
-    name: str, model: nn.Module, tasks: FunctionTasks, *, inner_lr: float, steps: Sequence[int] = (1, 10)
+    name: str,
+    model: nn.Module,
+    tasks: FunctionTasks,
+    *,
+    inner_lr: float,
+    steps: Sequence[int] = (1, 10),
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    progress_interval_s: float = 0.5,
 ) -> RegressionReport:
-    """``mse_after_<n>`` for each ``n`` in ``steps`` (see :func:`adapted_mse`) as a report named ``name``."""
-    per = adapted_mse(model, tasks, inner_lr=inner_lr, steps=steps)
+    """``mse_after_<n>`` for each ``n`` in ``steps`` (see :func:`adapted_mse`) as a report named ``name``.
+
+    Progress and stop callbacks as in :func:`adapted_mse` (per chunk of tasks). Raises
+    :class:`EvaluationStopped` when stopped.
+    """
+    per = adapted_mse(
+        model,
+        tasks,
+        inner_lr=inner_lr,
+        steps=steps,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        progress_interval_s=progress_interval_s,
+    )
     return RegressionReport(name, {f"mse_after_{n}": v for n, v in per.items()})
 
 
 def evaluate_neural_process(
-    name: str, model: NeuralProcess, tasks: FunctionTasks, *, latent_samples: int = 32, seed: int = 0
+    name: str,
+    model: NeuralProcess,
+    tasks: FunctionTasks,
+    *,
+    latent_samples: int = 32,
+    seed: int = 0,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    progress_interval_s: float = 0.5,
 ) -> RegressionReport:
-    """``mse``, ``log_lik`` and ``joint_log_lik`` of a CNP / NP on ``tasks``; see :func:`np_task_metrics`."""
+    """``mse``, ``log_lik`` and ``joint_log_lik`` of a CNP / NP on ``tasks``; see :func:`np_task_metrics`.
+
+    The scoring is one call over all tasks (its chunks share one latent-noise stream, so
+    splitting it here would change an np's numbers). ``on_progress`` therefore gets only a
+    start event (``done`` 0, ``eta_seconds`` None) and the final one (``done == total``),
+    each ``{"done", "total", "eta_seconds", "episodes_per_sec"}`` (tasks, seconds), and
+    ``should_stop`` is polled once, before scoring (:class:`EvaluationStopped`). That call
+    takes ~0.1 s for a default cnp and ~2 s for a default np (32 latent samples) on 600
+    tasks of 50 targets on one CPU thread. ``progress_interval_s`` is accepted for the
+    same signature as the other evaluations; both events go out regardless.
+    """
+    check_stop(should_stop, 0, tasks.batch)
+    meter = ProgressMeter(tasks.batch, on_progress, interval_s=progress_interval_s)
+    meter.emit()
     m = np_task_metrics(model, tasks, latent_samples=latent_samples, seed=seed)
+    meter.advance(tasks.batch)
     return RegressionReport(name, {"mse": m.mse, "log_lik": m.log_lik, "joint_log_lik": m.joint_log_lik})
 
 

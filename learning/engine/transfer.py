@@ -1117,13 +1117,20 @@ def train_rkd(
 
 
 def classify_transfer(
-    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+    model: nn.Module,
+    xs: Tensor,
+    ys: Tensor,
+    xq: Tensor,
+    adapt: Mapping[str, Any],
+    *,
+    should_stop: StopFn | None = None,
 ) -> Tensor:
     """Scores ``(B, Q, N)``: minus squared distances from query features to the support class means.
 
     ``xs`` ``(B, S, C, H, W)``, ``ys`` ``(B, S)`` in ``0..N-1``, ``xq`` ``(B, Q, C, H, W)``. Support
     and query of an episode are embedded in one batch (the batch-statistics norm sees the
     episode, as in ProtoNet); the classifier head is not used, since the episode's classes are new.
+    One forward pass per episode, so ``should_stop`` is not polled.
     """
     n_way = int(ys.max()) + 1
     encode = model.embed if hasattr(model, "embed") else model

@@ -5,6 +5,10 @@ An image domain's normalized arrays (``learning.engine.data``) are stored as
 ``domains/<slug>/thumbs/<class index>.png`` in artifact storage. The files are written
 first and the row last, inside a transaction; if anything fails, the files are deleted
 again, so a failed import leaves neither a row nor a file.
+
+An upload too large to import within a request is staged instead
+(``domain_upload_stage``): checked as far as that is cheap, then stored as
+``imports/<uuid>.zip`` for a job to import with ``domain_import``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -19,8 +25,20 @@ from django.db.models import Q
 from django.utils.text import slugify
 
 from learning import builtin_domains
-from learning.artifacts import artifact_save, artifact_storage, artifacts_delete
-from learning.domain_files import ImportLimits, is_url, read_path, read_upload, read_url, thumbnail_png
+from learning.artifacts import artifact_save, artifact_save_file, artifact_storage, artifacts_delete
+from learning.domain_files import (
+    ImportLimits,
+    ProgressFn,
+    StopFn,
+    check_zip,
+    is_url,
+    read_path,
+    read_upload,
+    read_url,
+    spooled_upload,
+    thumbnail_png,
+    upload_name,
+)
 from learning.engine.data import ImageArrays, image_arrays_to_bytes
 from learning.errors import InvalidInput
 from learning.events import catalog_changed_on_commit
@@ -42,6 +60,8 @@ def domain_import(
     description: str = "",
     citation: str = "",
     license: str = "",
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> SourceDomain:
     """Import an image domain from ``source`` and return its new catalog row.
 
@@ -51,22 +71,27 @@ def domain_import(
     are read as given, so only trusted callers (the command line) may pass them. See
     ``learning.domain_files`` for the layouts accepted and the checks made.
 
+    ``on_progress(done, total)`` hears of each image file decoded, and ``should_stop()``
+    ends the import with ``learning.domain_files.ImportStopped`` before anything is
+    stored (a job's progress and cancel; see ``learning.domain_files``).
+
     Raises ``InvalidInput`` (``field="name"`` or ``"source"``) for bad input, after
     which nothing has been written.
     """
     name = _check_entry(name=name, visibility=visibility, license=license)
     limits = ImportLimits.from_settings()
+    callbacks = {"on_progress": on_progress, "should_stop": should_stop}
     source_url = ""
     if isinstance(source, str) and is_url(source):
         if len(source) > _URL_MAX:
             raise InvalidInput(f"the URL is longer than {_URL_MAX} characters", field="source")
-        arrays = read_url(source, limits=limits)
+        arrays = read_url(source, limits=limits, **callbacks)
         origin, source_url = SourceDomain.Origin.URL, source
     elif isinstance(source, str | os.PathLike):
-        arrays = read_path(source, limits=limits)
+        arrays = read_path(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
     elif hasattr(source, "read"):
-        arrays = read_upload(source, limits=limits)
+        arrays = read_upload(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
     else:
         raise InvalidInput("give a zip file, a folder, an http(s) URL or an uploaded zip", field="source")
@@ -80,6 +105,44 @@ def domain_import(
         description=description,
         citation=citation,
         license=license,
+    )
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """An upload stored for a later import: the checked entry name and where the zip waits."""
+
+    name: str
+    """The domain's name, stripped."""
+    filename: str
+    """The upload's own file name, which the import's messages call it by."""
+    path: str
+    """Its name in artifact storage, ``imports/<uuid>.zip``."""
+    size: int
+    sha256: str
+
+
+IMPORT_UPLOADS = "imports"
+"""The artifact folder where staged uploads wait for their import job."""
+
+
+def domain_upload_stage(*, upload: Any, name: str, visibility: str, license: str) -> StagedUpload:
+    """Check an upload as far as that is cheap, then store it for an import job to read.
+
+    The checks are those ``domain_import`` makes before decoding anything: the name
+    (free, with a letter or digit), the visibility, the license's length, and the
+    archive's size and directory (``learning.domain_files.check_zip``). A failure raises
+    the same ``InvalidInput`` as ``domain_import`` would, and nothing is written. The
+    stored file's name is made of a fresh uuid only; whoever imports it deletes it.
+    """
+    name = _check_entry(name=name, visibility=visibility, license=license)
+    limits = ImportLimits.from_settings()
+    filename = upload_name(upload)
+    with spooled_upload(upload, limits=limits) as spool:
+        check_zip(spool, limits=limits, source=filename)
+        stored = artifact_save_file(f"{IMPORT_UPLOADS}/{uuid.uuid4().hex}.zip", spool)
+    return StagedUpload(
+        name=name, filename=filename, path=stored.name, size=stored.size, sha256=stored.sha256
     )
 
 

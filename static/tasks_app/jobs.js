@@ -5,10 +5,12 @@
   "use strict";
   const scheme = location.protocol === "https:" ? "wss" : "ws";
 
+  // ``path`` may be a function, asked again at every reconnect (a job page adds what it has).
   function connect(path, onMessage, stateEl) {
     let delay = 500;
     function open() {
-      const socket = new WebSocket(`${scheme}://${location.host}${path}`);
+      const where = typeof path === "function" ? path() : path;
+      const socket = new WebSocket(`${scheme}://${location.host}${where}`);
       socket.onopen = () => { delay = 500; if (stateEl) stateEl.textContent = "Live"; };
       socket.onmessage = (e) => onMessage(JSON.parse(e.data));
       socket.onclose = () => {
@@ -78,6 +80,7 @@
       });
     }
     let history = snapshot.history || [];
+    const startedFinal = ["succeeded", "failed", "cancelled"].includes(snapshot.status);
 
     function render(job) {
       if (job.seq !== undefined && job.seq < seq) return;  // an older event than what we show
@@ -89,6 +92,25 @@
       setText(detail, "[data-percent-text]", `${Math.round(job.percent)}%`);
       const final = ["succeeded", "failed", "cancelled"].includes(job.status);
       setText(detail, "[data-eta]", job.eta_seconds != null && !final ? `${Math.round(job.eta_seconds)} s` : "—");
+      const phaseBox = detail.querySelector("[data-phase-progress]");
+      if (phaseBox) {
+        phaseBox.hidden = !job.phase_total || final;
+        setText(detail, "[data-phase-done]", job.phase_done);
+        setText(detail, "[data-phase-total]", job.phase_total);
+        const phaseBar = detail.querySelector("[data-phase-bar]");
+        if (phaseBar) phaseBar.style.width = `${job.phase_percent || 0}%`;
+      }
+      const log = document.querySelector("[data-log]");
+      if (log && job.log && job.log.length) {
+        log.replaceChildren(...job.log.map((entry) => {
+          const li = document.createElement("li");
+          const at = document.createElement("span");
+          at.className = "mono muted";
+          at.textContent = entry.at.slice(0, 19);
+          li.append(at, ` ${entry.message}`);
+          return li;
+        }));
+      }
       const error = detail.querySelector("[data-error]");
       if (error) { error.hidden = !job.error; error.textContent = job.error || ""; }
       if (job.result_model_url) {
@@ -113,12 +135,20 @@
         }));
       }
       if (final) { const cancel = document.querySelector("[data-cancel-form]"); if (cancel) cancel.remove(); }
-      if (job.history) history = job.history;
+      // A finished import created its domain: the server-rendered page links it.
+      if (final && job.kind === "import" && job.status === "succeeded" && !startedFinal) location.reload();
+      if (job.history && job.history_after != null) {
+        // A reconnect's snapshot: only the points after the ones this page has.
+        history = history.filter((p) => p.step <= job.history_after).concat(job.history);
+      } else if (job.history) history = job.history;
       else if (job.point && (!history.length || history[history.length - 1].step !== job.point.step)) history.push(job.point);
       drawChart(history);
     }
     render(snapshot);
-    connect(`/ws/jobs/${jobId}/`, (msg) => {
+    connect(() => {
+      const last = history.length ? history[history.length - 1].step : null;
+      return last == null ? `/ws/jobs/${jobId}/` : `/ws/jobs/${jobId}/?after_step=${last}`;
+    }, (msg) => {
       if (msg.type === "snapshot") { seq = -1; render(msg.job); }
       else if (msg.type === "event") render(msg.job);
     }, detail.querySelector("[data-live-state]"));

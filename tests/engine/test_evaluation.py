@@ -11,12 +11,14 @@ import torch
 from learning.engine.evaluation import (
     MIN_PROTOCOL_EPISODES,
     EvalResult,
+    EvaluationStopped,
     evaluate_classifier,
     evaluate_model,
     mean_ci95,
     paired_comparison,
 )
 from learning.engine.nets import build_model
+from learning.engine.progress import ProgressMeter
 
 CONV = {"arch": "conv4", "in_channels": 1, "image_size": 28, "hidden": 8, "layers": 4}
 
@@ -141,3 +143,122 @@ def test_every_algorithm_classifies_from_saved_weights_like_the_live_model(omnig
     saved = evaluate_classifier(algorithm, model.state_dict(), config, omniglot_small1, **kwargs)
     # then identical per-episode accuracies
     assert np.array_equal(live.per_episode, saved.per_episode)
+
+
+def _progress_kwargs(data) -> dict:
+    return {
+        "classes": _greek(data),
+        "n_way": 5,
+        "k_shot": 1,
+        "query": 3,
+        "episodes": 20,
+        "strict": False,
+        "seed": 3,
+        "batch_episodes": 4,
+    }
+
+
+def test_the_progress_meter_reports_the_measured_rate_and_eta_and_throttles():
+    # given a meter on a fake clock that starts at t = 100 s
+    now = [100.0]
+    events: list[dict] = []
+    meter = ProgressMeter(30, events.append, interval_s=0.5, clock=lambda: now[0])
+    # when 10 episodes finish at t = 102, 5 more at t = 102.2, and the last 15 at t = 102.3
+    now[0] = 102.0
+    first = meter.advance(10)
+    now[0] = 102.2
+    throttled = meter.advance(5)
+    now[0] = 102.3
+    final = meter.advance(15)
+    # then 10 episodes in 2 s is 5 per second, so 20 left take 4 s; the second advance is within 0.5 s
+    assert first == {"done": 10, "total": 30, "eta_seconds": 4.0, "episodes_per_sec": 5.0}
+    assert throttled is None
+    assert final is not None and final["done"] == 30 and final["eta_seconds"] == 0.0
+    assert final["episodes_per_sec"] == pytest.approx(30 / 2.3)
+    assert events == [first, final]
+
+
+def test_evaluation_progress_counts_episodes_up_to_the_total_with_an_eta(omniglot_small1):
+    # given a 20-episode evaluation in batches of 4 with no throttling
+    events: list[dict] = []
+    # when
+    evaluate_model(
+        "protonet",
+        _proto_model(),
+        omniglot_small1,
+        on_progress=events.append,
+        progress_interval_s=0,
+        **_progress_kwargs(omniglot_small1),
+    )
+    # then one event per batch, done increasing to the total, each with a float ETA and a rate
+    assert [e["done"] for e in events] == [4, 8, 12, 16, 20]
+    assert all(e["total"] == 20 for e in events)
+    assert all(isinstance(e["eta_seconds"], float) and e["eta_seconds"] >= 0 for e in events)
+    assert all(e["episodes_per_sec"] > 0 for e in events)
+    assert events[-1]["eta_seconds"] == 0.0
+    assert set(events[0]) == {"done", "total", "eta_seconds", "episodes_per_sec"}
+
+
+def test_progress_and_stop_callbacks_do_not_change_the_results(omniglot_small1):
+    # given the same evaluation without callbacks and with both
+    model = _proto_model()
+    kwargs = _progress_kwargs(omniglot_small1)
+    plain = evaluate_model("protonet", model, omniglot_small1, **kwargs)
+    # when
+    watched = evaluate_model(
+        "protonet",
+        model,
+        omniglot_small1,
+        on_progress=lambda event: None,
+        should_stop=lambda: False,
+        progress_interval_s=0,
+        **kwargs,
+    )
+    # then bitwise the same accuracies on the same episodes
+    assert np.array_equal(plain.per_episode, watched.per_episode)
+    assert plain.episode_key == watched.episode_key and plain.mean == watched.mean
+
+
+def test_a_long_progress_interval_leaves_only_the_first_and_final_events(omniglot_small1):
+    # given a saved protonet evaluated through evaluate_classifier on 40 episodes (batches of 16, 16 and 8)
+    # with a one-hour interval
+    config = {**CONV, "head": "none"}
+    kwargs = {**_progress_kwargs(omniglot_small1), "episodes": 40}
+    del kwargs["batch_episodes"]
+    events: list[dict] = []
+    # when
+    evaluate_classifier(
+        "protonet",
+        _proto_model().state_dict(),
+        config,
+        omniglot_small1,
+        on_progress=events.append,
+        progress_interval_s=3600,
+        **kwargs,
+    )
+    # then the middle batch is not reported
+    assert [e["done"] for e in events] == [16, 40]
+
+
+def test_should_stop_ends_the_evaluation_between_batches(omniglot_small1):
+    # given a stop flag that turns True on its third poll (after two batches of 4 episodes)
+    polls: list[int] = []
+    events: list[dict] = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) >= 3
+
+    # when / then
+    with pytest.raises(EvaluationStopped, match="after 8 of 20 episodes") as stopped:
+        evaluate_model(
+            "protonet",
+            _proto_model(),
+            omniglot_small1,
+            on_progress=events.append,
+            should_stop=stop,
+            progress_interval_s=0,
+            **_progress_kwargs(omniglot_small1),
+        )
+    assert (stopped.value.done, stopped.value.total) == (8, 20)
+    assert [e["done"] for e in events] == [4, 8]

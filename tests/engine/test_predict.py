@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +176,63 @@ def test_maml_on_functions_fine_tunes_on_the_support_and_gives_no_std():
 def test_a_model_of_an_unknown_architecture_is_refused():
     with pytest.raises(predict.PredictError, match="architecture"):
         predict.task_of({"arch": "transformer"})
+
+
+# --- Stopping --------------------------------------------------------------------------------
+
+
+def with_inner_steps(net: predict.Predictor, steps: int) -> predict.Predictor:
+    """``net`` with an absurd saved adaptation, as a stored config may ask for."""
+    adapt = {**net.model_config["adapt"], "inner_steps": steps}
+    return predict.Predictor(net.algorithm, {**net.model_config, "adapt": adapt}, net.model, net.task)
+
+
+def test_should_stop_is_polled_between_inner_steps_and_ends_the_prediction():
+    # given a MAML model whose saved config asks for a billion inner steps
+    net = with_inner_steps(predictor("maml"), 10**9)
+    support, labels, query, _ = held_out_task(np.random.default_rng(4), queries=1)
+    polls = []
+
+    def stop_at_the_fourth_poll() -> bool:
+        polls.append(1)
+        return len(polls) >= 4
+
+    # when it predicts with a should_stop that fires at its fourth poll
+    with pytest.raises(predict.PredictStopped, match="stopped after 2 of 1000000000 inner steps"):
+        predict.classify(net, support, labels, query, should_stop=stop_at_the_fourth_poll)
+
+    # then it stopped right there: once before starting, then before each inner step
+    assert len(polls) == 4
+
+
+def test_a_prediction_past_its_deadline_stops_and_its_thread_ends():
+    # given a MAML regressor with a billion inner steps, and a deadline 0.3 s away
+    net = with_inner_steps(predictor("maml", "function"), 10**9)
+    deadline = time.monotonic() + 0.3
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            predict.regress(
+                net, [0.0, 1.0], [0.5, -0.2], [0.5], should_stop=lambda: time.monotonic() > deadline
+            )
+        except BaseException as exc:  # the test inspects whatever ended it
+            outcome.append(exc)
+
+    # when it runs in a thread of its own
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+
+    # then the thread has ended, stopped by the deadline rather than finishing a billion steps
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], predict.PredictStopped), outcome
+
+
+def test_a_stop_before_the_start_runs_nothing():
+    net = predictor("protonet")
+    support, labels, query, _ = held_out_task(np.random.default_rng(5), queries=1)
+    with pytest.raises(predict.PredictStopped, match="before it started"):
+        predict.classify(net, support, labels, query, should_stop=lambda: True)
+    with pytest.raises(predict.PredictStopped):
+        predict.regress(predictor("cnp", "function"), [0.0], [1.0], [0.5], should_stop=lambda: True)

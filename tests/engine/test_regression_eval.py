@@ -17,6 +17,7 @@ from learning.engine.gp import gp_log_likelihood, gp_predict
 from learning.engine.nets import build_model
 from learning.engine.regression_eval import (
     MIN_EVAL_TASKS,
+    EvaluationStopped,
     adapted_mse,
     evaluate_adapted,
     evaluate_gp_oracle,
@@ -135,3 +136,85 @@ def test_oracle_and_neural_process_are_scored_on_identical_tasks(gp_tasks: Funct
     assert diff.mean - diff.ci95 > 0.5  # the oracle is the ceiling; an untrained net is far below
     assert set(untrained.scores) == {"mse", "log_lik", "joint_log_lik"}
     assert untrained.scores["mse"].n_tasks == oracle.scores["mse"].n_tasks == MIN_EVAL_TASKS
+
+
+def _sinusoid_tasks(n_tasks: int = 40) -> FunctionTasks:
+    return heldout_tasks(
+        FunctionFamily.from_spec("sinusoid"), seed=4, n_tasks=n_tasks, k_context=5, n_target=10
+    )
+
+
+def test_adapted_mse_reports_progress_per_chunk_without_changing_the_scores() -> None:
+    # given 40 tasks in chunks of 10, scored without and with an unthrottled progress callback
+    tasks = _sinusoid_tasks()
+    net = _mlp(2)
+    plain = adapted_mse(net, tasks, inner_lr=0.05, steps=(1, 3), chunk=10)
+    events: list[dict] = []
+    # when
+    watched = adapted_mse(
+        net,
+        tasks,
+        inner_lr=0.05,
+        steps=(1, 3),
+        chunk=10,
+        on_progress=events.append,
+        should_stop=lambda: False,
+        progress_interval_s=0,
+    )
+    # then one event per chunk up to the total, each with a float ETA, and bitwise the same scores
+    assert [e["done"] for e in events] == [10, 20, 30, 40]
+    assert all(e["total"] == 40 and isinstance(e["eta_seconds"], float) for e in events)
+    assert all(e["eta_seconds"] >= 0 for e in events) and events[-1]["eta_seconds"] == 0.0
+    assert all(np.array_equal(plain[n], watched[n]) for n in (1, 3))
+
+
+def test_evaluate_adapted_with_a_long_interval_reports_only_the_first_and_final_chunks() -> None:
+    # given 450 tasks (chunks of 200, 200 and 50) and a one-hour interval
+    events: list[dict] = []
+    # when
+    evaluate_adapted(
+        "untrained",
+        _mlp(),
+        _sinusoid_tasks(450),
+        inner_lr=0.01,
+        steps=(1,),
+        on_progress=events.append,
+        progress_interval_s=3600,
+    )
+    # then
+    assert [e["done"] for e in events] == [200, 450]
+
+
+def test_should_stop_ends_adaptation_between_chunks() -> None:
+    # given a stop flag that turns True on its second poll
+    polls: list[int] = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) >= 2
+
+    # when / then
+    with pytest.raises(EvaluationStopped, match="after 10 of 40 episodes"):
+        adapted_mse(_mlp(), _sinusoid_tasks(), inner_lr=0.05, steps=(1,), chunk=10, should_stop=stop)
+
+
+def test_neural_process_evaluation_reports_a_start_and_a_final_event_and_can_be_stopped(
+    gp_tasks: FunctionTasks,
+) -> None:
+    # given an untrained cnp scored without and with a progress callback
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cnp = build_neural_process({"arch": "neural_process", "kind": "cnp", "hidden": 32})
+    plain = evaluate_neural_process("cnp", cnp, gp_tasks)
+    events: list[dict] = []
+    # when
+    watched = evaluate_neural_process("cnp", cnp, gp_tasks, on_progress=events.append)
+    # then a start event without an ETA, a final one at the total, and the same scores
+    assert [(e["done"], e["total"]) for e in events] == [
+        (0, MIN_EVAL_TASKS),
+        (MIN_EVAL_TASKS, MIN_EVAL_TASKS),
+    ]
+    assert events[0]["eta_seconds"] is None and events[1]["eta_seconds"] == 0.0
+    assert all(np.array_equal(plain.per_task[k], watched.per_task[k]) for k in plain.per_task)
+    with pytest.raises(EvaluationStopped, match=f"after 0 of {MIN_EVAL_TASKS} episodes"):
+        evaluate_neural_process("cnp", cnp, gp_tasks, should_stop=lambda: True)

@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from learning.artifacts import artifact_read, artifact_storage
-from learning.domain_files import _ByteCounter, normalize_image
+from learning.domain_files import ImportStopped, _ByteCounter, normalize_image
 from learning.engine.data import load_image_arrays
 from learning.errors import InvalidInput
 from learning.models import SourceDomain
@@ -154,6 +154,37 @@ def test_an_uploaded_zip_imports(tmp_path, user):
     # then it is the user's private upload, grouped
     assert (domain.origin, domain.owner, domain.visibility) == ("upload", user, "private")
     assert [g["name"] for g in domain.class_groups] == ["group-a", "group-b"]
+
+
+def test_an_import_reports_each_image_decoded(tmp_path):
+    # given a zip of 2 classes x 3 images plus junk, and a callback that notes its calls
+    archive = make_image_zip(tmp_path, {"a": 3, "b": 3}, extra={"__MACOSX/a/._0.png": b"junk"})
+    calls = []
+
+    # when it is imported with the callback
+    domain_import(source=archive, name="Counted", on_progress=lambda done, total: calls.append((done, total)))
+
+    # then it heard of 0 to 6 of the 6 image files, in order
+    assert calls == [(i, 6) for i in range(7)]
+
+
+def test_an_import_asked_to_stop_stops_before_storing_anything(tmp_path, artifacts_in_tmp):
+    # given a zip of 6 images, and a stop check that turns true after 2 images were decoded
+    archive = make_image_zip(tmp_path, {"a": 3, "b": 3})
+    decoded = []
+
+    # when it is imported
+    with pytest.raises(ImportStopped) as caught:
+        domain_import(
+            source=archive,
+            name="Stopped",
+            on_progress=lambda done, total: decoded.append(done),
+            should_stop=lambda: len(decoded) > 2,
+        )
+
+    # then it stopped at the third image and wrote nothing
+    assert (caught.value.done, caught.value.total) == (2, 6)
+    assert_nothing_written(artifacts_in_tmp, 0)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The domain upload form: a small zip becomes a domain; a bad one shows the error beside its field."""
+"""The domain upload form: a small zip becomes a domain, a large one an import job; errors by their field."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image
 
 from learning.artifacts import artifact_storage
 from learning.models import SourceDomain
+from tasks_app.models import Job
 from tests.learning.factories import make_image_zip
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +132,32 @@ def test_missing_fields_are_reported_by_the_form(client, user):
     assert response.status_code == 200
     assert set(response.context["form"].errors) == {"name", "source"}
     assert not SourceDomain.objects.exists()
+
+
+def test_a_large_zip_is_imported_by_a_job_whose_page_the_form_leads_to(client, user, tmp_path, settings):
+    # given a logged-in user, and a zip over the inline import limit
+    settings.IMPORT_INLINE_MAX_BYTES = 1000
+    client.force_login(user)
+    archive = make_image_zip(tmp_path / "glyphs.zip", {"alpha": 3, "beta": 3, "gamma": 3}, groups=True)
+    assert archive.stat().st_size > 1000
+    assert "imported in the background by a job" in client.get(reverse("domain-upload")).content.decode()
+
+    # when they submit the form
+    response = client.post(
+        reverse("domain-upload"),
+        {"name": "Big Glyphs", "source": _upload(archive), "visibility": "private", "license": "CC0"},
+    )
+
+    # then no domain exists yet: they land on the page of the queued import job, told why
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("job-detail", args=[job.pk])
+    assert (job.kind, job.status, job.owner, job.domain) == ("import", "queued", user, None)
+    assert job.config["name"] == "Big Glyphs" and job.config["visibility"] == "private"
+    assert not SourceDomain.objects.exists()
+    page = client.get(response["Location"]).content.decode()
+    assert f"Job #{job.pk}: Import of 'Big Glyphs'" in page
+    assert f"imported by job {job.pk}, which runs in the background" in page
+    assert "created when the import succeeds" in page and "images.zip" in page
+    # and the job list names it too
+    assert "Big Glyphs" in client.get(reverse("job-list")).content.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -88,3 +89,49 @@ def test_a_neural_process_meta_trains_on_a_function_domain(django_user_model, re
     metrics = {e.metric: e for e in Evaluation.objects.filter(model=model)}
     assert set(metrics) == {"mse", "log_likelihood"}
     assert all(e.episodes == 600 and e.shots == 10 and e.ci95 > 0 for e in metrics.values())
+
+
+def test_the_evaluation_phase_reports_episodes_done_of_the_total_with_an_eta(
+    digits, django_user_model, redis_server
+):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tasks_app.events import dashboard_group
+
+    # given an admin whose dashboard group is listened to
+    admin = django_user_model.objects.create_superuser(username="root", password="pw-root-123456")
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(dashboard_group(admin.pk), channel)
+
+    # when a tiny ProtoNet is meta-trained and evaluated on 1,200 episodes
+    call_command(
+        "metatrain",
+        *("--domain", "digits", "--algorithm", "protonet", "--n-way", "5", "--query", "5"),
+        *("--hyperparameters", '{"steps": 10, "meta_batch": 1, "model": {"hidden": 8}}'),
+        *("--eval-episodes", "1200"),
+        stdout=io.StringIO(),
+    )
+
+    # then the evaluation phase was reported in episodes, up to the total, with an ETA
+    async def sent() -> list[dict]:
+        payloads = []
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=2)
+            except TimeoutError:
+                return payloads
+            payloads.append(message["payload"])
+
+    events = async_to_sync(sent)()
+    evaluating = [e for e in events if e["phase"] == "evaluating" and e["phase_total"]]
+    assert evaluating, [e["phase"] for e in events]
+    assert {e["phase_total"] for e in evaluating} == {1200}
+    done = [e["phase_done"] for e in evaluating]
+    assert done == sorted(done) and done[-1] == 1200
+    assert evaluating[-1]["eta_seconds"] == 0.0
+    assert all(e["eta_seconds"] is None or e["eta_seconds"] >= 0 for e in evaluating)
+    # and the finished job shows no phase progress any more
+    job = Job.objects.get(kind="meta_train")
+    assert job.status == "succeeded" and job.phase_total == 0 and job.eta_seconds is None

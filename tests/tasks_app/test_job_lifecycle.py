@@ -96,3 +96,33 @@ def test_a_duplicate_delivery_does_not_run_a_live_or_finished_job(job):
     Job.objects.filter(pk=job.pk).update(status="succeeded")
     services.job_run(job_id=job.pk, worker_host="other")
     assert Job.objects.get(pk=job.pk).attempts == 1
+
+
+def test_a_flush_writes_the_event_the_throttle_held_back(job):
+    # given a throttled recorder that wrote step 1 and held back step 2
+    recorder = JobProgressRecorder(job, min_interval=3600)
+    recorder({"step": 1, "total": 1000, "loss": 1.0})
+    recorder({"step": 2, "total": 1000, "loss": 0.5})
+    assert Job.objects.get(pk=job.pk).step == 1
+
+    # when the run stops early and flushes
+    recorder.flush()
+
+    # then the row and its history end on the last step the engine reported
+    job.refresh_from_db()
+    assert job.step == 2 and [p["step"] for p in job.history] == [1, 2]
+
+
+def test_a_resumed_run_s_points_replace_the_ones_after_its_checkpoint(job):
+    # given a history up to step 30, and a run that resumes from its checkpoint at step 20
+    recorder = JobProgressRecorder(job, min_interval=0)
+    for step in (10, 20, 30):
+        recorder({"step": step, "total": 1000, "loss": 1.0})
+    resumed = JobProgressRecorder(Job.objects.get(pk=job.pk), min_interval=0)
+
+    # when it reports step 21 again
+    resumed({"step": 21, "total": 1000, "loss": 0.9})
+
+    # then the points before it are kept and the ones after the checkpoint are gone
+    job.refresh_from_db()
+    assert [p["step"] for p in job.history] == [10, 20, 21]

@@ -88,3 +88,30 @@ async def test_strangers_and_anonymous_users_are_refused(redis_server, user, str
         communicator = await _connect(path, who)
         connected, _ = await communicator.connect()
         assert not connected, path
+
+
+async def test_a_reconnecting_page_gets_only_the_history_after_the_step_it_has(redis_server, user, digits):
+    # given a job with five points of history
+    job = await database_sync_to_async(_job)(user, digits)
+    recorder = JobProgressRecorder(job, min_interval=0)
+    for step in range(1, 6):
+        await database_sync_to_async(recorder)({"step": step, "total": 10, "loss": 1.0 / step})
+
+    # when a page that already has the points up to step 3 reconnects
+    communicator = await _connect(f"/ws/jobs/{job.pk}/?after_step=3", user)
+    assert (await communicator.connect())[0]
+    snapshot = await communicator.receive_json_from(timeout=5)
+
+    # then its snapshot carries the current state and only the newer points
+    assert snapshot["job"]["step"] == 5 and snapshot["job"]["history_after"] == 3
+    assert [p["step"] for p in snapshot["job"]["history"]] == [4, 5]
+    await communicator.disconnect()
+
+    # and a page without history gets all of it
+    fresh = await _connect(f"/ws/jobs/{job.pk}/", user)
+    assert (await fresh.connect())[0]
+    full = await fresh.receive_json_from(timeout=5)
+    assert [p["step"] for p in full["job"]["history"]] == [1, 2, 3, 4, 5] and full["job"][
+        "history_after"
+    ] is None
+    await fresh.disconnect()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
@@ -48,12 +48,27 @@ TrainFn = Callable[..., TrainResult]
 
 ValidateFn = Callable[[dict[str, Any]], dict[str, Any]]
 
-ClassifyFn = Callable[[nn.Module, Tensor, Tensor, Tensor, Mapping[str, Any]], Tensor]
-"""``fn(model, x_support (B,S,C,H,W), y_support (B,S), x_query (B,Q,C,H,W), adapt) -> scores (B,Q,N)``.
 
-The predicted label of a query is the argmax over the last dim; ``adapt`` holds the
-evaluation-time settings (e.g. ``inner_lr``, ``inner_steps``) of MAML-family methods.
-"""
+class ClassifyFn(Protocol):
+    """``fn(model, x_support (B,S,C,H,W), y_support (B,S), x_query (B,Q,C,H,W), adapt) -> scores (B,Q,N)``.
+
+    The predicted label of a query is the argmax over the last dim; ``adapt`` holds the
+    evaluation-time settings (e.g. ``inner_lr``, ``inner_steps``) of MAML-family methods.
+    ``should_stop`` is polled between inner steps by methods that adapt, which then raise
+    :class:`learning.engine.functional.AdaptationStopped`; one-pass methods ignore it.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        adapt: Mapping[str, Any],
+        /,
+        *,
+        should_stop: StopFn | None = None,
+    ) -> Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -143,11 +143,18 @@ def train_fomaml(
 
 
 def classify_adapted(
-    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+    model: nn.Module,
+    xs: Tensor,
+    ys: Tensor,
+    xq: Tensor,
+    adapt: Mapping[str, Any],
+    *,
+    should_stop: StopFn | None = None,
 ) -> Tensor:
     """Query logits ``(B, Q, N)`` after ``adapt["inner_steps"]`` SGD steps of size ``adapt["inner_lr"]``.
 
     The head has the training ``n_way`` outputs, so episodes must have that many ways.
+    ``should_stop`` is polled before every inner step (``AdaptationStopped`` when it fires).
     """
     return batched_adapt_predict(
         model,
@@ -157,6 +164,7 @@ def classify_adapted(
         loss_fn=F.cross_entropy,
         inner_lr=float(adapt["inner_lr"]),
         inner_steps=int(adapt["inner_steps"]),
+        should_stop=should_stop,
     )
 
 

@@ -98,9 +98,18 @@ def train_protonet(
 
 
 def classify_protonet(
-    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+    model: nn.Module,
+    xs: Tensor,
+    ys: Tensor,
+    xq: Tensor,
+    adapt: Mapping[str, Any],
+    *,
+    should_stop: StopFn | None = None,
 ) -> Tensor:
-    """Logits ``(B, Q, N)``: minus squared distances to the prototypes of each episode's support."""
+    """Logits ``(B, Q, N)``: minus squared distances to the prototypes of each episode's support.
+
+    One forward pass per episode, so ``should_stop`` is not polled.
+    """
     n_way = int(ys.max()) + 1
     return torch.stack([_episode_logits(model, xs[b], ys[b], xq[b], n_way) for b in range(xs.shape[0])])
 

