@@ -119,6 +119,8 @@ class _Pool:
         self._free = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self._waiting = 0
+        self._running = 0
+        self._threads_before = 0
 
     def acquire(self, wait_s: float) -> None:
         """Take a slot, waiting at most ``wait_s`` seconds; :class:`Busy` if none."""
@@ -147,6 +149,21 @@ class _Pool:
 
     def release(self) -> None:
         self._free.release()
+
+    def start_work(self) -> None:
+        """Give torch ``torch_threads`` while any work runs. Its thread count is process-wide, so
+        it is set by the first work to start and restored by the last to end, not per call."""
+        with self._lock:
+            if self._running == 0:
+                self._threads_before = torch.get_num_threads()
+                torch.set_num_threads(self.torch_threads)
+            self._running += 1
+
+    def end_work(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                torch.set_num_threads(self._threads_before)
 
 
 _pools: dict[tuple[int, int], _Pool] = {}
@@ -221,8 +238,7 @@ def run_heavy(fn: Callable[..., R], *args: Any, deadline_s: float | None = None,
     if deadline_s is None:
         deadline_s = float(settings.HEAVY_WORK_DEADLINE_S)
     token = _work.set(_Work(time.monotonic() + deadline_s, deadline_s, _client_gone.get()))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(pool.torch_threads)
+    pool.start_work()
     try:
         raise_if_stopped()
         return fn(*args, **kwargs)
@@ -230,7 +246,7 @@ def run_heavy(fn: Callable[..., R], *args: Any, deadline_s: float | None = None,
         logger.warning("%s stopped: %s", getattr(fn, "__qualname__", fn), exc.message)
         raise
     finally:
-        torch.set_num_threads(threads)
+        pool.end_work()
         _work.reset(token)
         pool.release()
 
