@@ -6,71 +6,16 @@ import base64
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
-from django.conf import settings
+
+from tests.runkb import RunningSystem
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _embedded_env(var_dir: Path) -> dict[str, str]:
-    # The run command is tested in its embedded mode, exactly as `make run` starts it.
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
-    env["KB_VAR_DIR"] = str(var_dir)
-    return env
-
-
-class RunningSystem:
-    def __init__(self, var_dir: Path) -> None:
-        self.port = _free_port()
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runkb", "--port", str(self.port)],
-            cwd=settings.BASE_DIR,
-            env=_embedded_env(var_dir),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-
-    def wait_until_serving(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                raise AssertionError("runkb exited early:\n" + "".join(self.output))
-            self.output.append(line)
-            if "Press Ctrl-C to stop." in line:
-                break
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("runkb did not answer HTTP:\n" + "".join(self.output))
-
-    def stop(self) -> int:
-        """Ctrl-C, as a person at the terminal would send it; returns the exit status."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        rest, _ = self.proc.communicate(timeout=60)
-        self.output.append(rest)
-        return self.proc.returncode
 
 
 def _websocket_first_message(port: int, path: str) -> dict:
@@ -118,7 +63,7 @@ def test_run_command_serves_pages_api_and_websockets_then_stops_cleanly(tmp_path
         assert {"sinusoid", "gp-1d", "digits"} <= {d["slug"] for d in api["results"]}
         message = _websocket_first_message(system.port, "/ws/catalog/")
         assert message["type"] == "snapshot" and message["counts"]["domains"] == 3
-        banner = "".join(system.output)
+        banner = system.output
         assert f"http://127.0.0.1:{system.port}/" in banner
         password = re.search(r"as 'admin' with password '([^']+)'", banner)
         assert password, banner
@@ -127,7 +72,7 @@ def test_run_command_serves_pages_api_and_websockets_then_stops_cleanly(tmp_path
         status = system.stop()
 
     # then every process it started is gone, and it exited cleanly
-    assert status == 0, "".join(system.output)
+    assert status == 0, system.output
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
@@ -136,10 +81,10 @@ def test_run_command_serves_pages_api_and_websockets_then_stops_cleanly(tmp_path
     try:
         again.wait_until_serving()
         # then the data is kept: the admin is not created again and the domains are still three
-        assert "shown only this once" not in "".join(again.output)
+        assert "shown only this once" not in again.output
         api = json.loads(
             urllib.request.urlopen(f"http://127.0.0.1:{again.port}/api/v1/domains/", timeout=10).read()
         )
         assert api["count"] == 3
     finally:
-        assert again.stop() == 0, "".join(again.output)
+        assert again.stop() == 0, again.output
