@@ -58,8 +58,9 @@ def _assert_finished_from_checkpoint(client: Client, job_id: int, history_at_los
     resumed = [e["message"] for e in job["log"] if "resumes from its checkpoint at step" in e["message"]]
     assert len(resumed) == 1, job["log"]
     resumed_at = int(resumed[0].rsplit(" ", 1)[1])
-    # (The checkpoint may be newer than the last recorded point: the recorder writes twice a second.)
-    assert 10 <= resumed_at < 300 and resumed_at % 10 == 0, resumed_at
+    # Killed: the last periodic checkpoint; stopped: the step it stopped at. Either may be newer
+    # than the last recorded point (the recorder writes twice a second).
+    assert 10 <= resumed_at < 300, resumed_at
     steps = [point["step"] for point in job["history"]]
     assert steps == sorted(set(steps)) and steps[0] <= 10 and steps[-1] == job["total_steps"] == 300
     kept = [point for point in history_at_loss if point["step"] <= resumed_at]
