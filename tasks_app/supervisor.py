@@ -80,7 +80,10 @@ class Supervisor:
             # The group outlives its leader: a worker's pool processes would go on running a job.
             _kill_group(child.proc.pid, signal.SIGKILL)
             if child.on_exit is not None:
-                child.on_exit(status)
+                try:
+                    child.on_exit(status)
+                except Exception as exc:  # the watchdog still finds its jobs; the supervisor must go on
+                    self.say(f"{child.name}: clean-up after its exit failed: {exc}")
             ran = now - child.started_at
             child.quick_failures = 0 if ran >= STABLE_AFTER_S else child.quick_failures + 1
             delay = 0.0 if child.quick_failures == 0 else FIRST_BACKOFF_S * 2 ** (child.quick_failures - 1)

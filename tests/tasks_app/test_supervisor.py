@@ -60,3 +60,22 @@ def test_a_dead_child_s_leftover_processes_are_killed_and_stop_ends_every_group(
     leader = psutil.Process(parent.proc.pid)
     supervisor.stop(grace_s=1)
     assert not leader.is_running() or leader.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_failing_clean_up_is_reported_and_supervision_goes_on():
+    # given a child whose clean-up raises (the database was down, say)
+    said: list[str] = []
+
+    def broken(status: int) -> None:
+        raise RuntimeError("database is down")
+
+    supervisor = Supervisor(say=said.append)
+    child = supervisor.start("crasher", ["-c", "import sys; sys.exit(1)"], on_exit=broken)
+
+    # when it exits
+    _poll_for(supervisor, 1.5)
+    supervisor.stop(grace_s=1)
+
+    # then the failure is said, and the child was restarted all the same
+    assert any("clean-up after its exit failed: database is down" in line for line in said), said
+    assert child.restarts >= 1
