@@ -88,6 +88,9 @@ async def test_strangers_and_anonymous_users_are_refused(redis_server, user, str
         communicator = await _connect(path, who)
         connected, _ = await communicator.connect()
         assert not connected, path
+        # A refused consumer still waits for the disconnect; without it the test's event loop
+        # is left to cancel it at teardown, which can hang (and left a database session open).
+        await communicator.disconnect()
 
 
 async def test_a_reconnecting_page_gets_only_the_history_after_the_step_it_has(redis_server, user, digits):
