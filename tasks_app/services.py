@@ -29,7 +29,7 @@ from django.utils import timezone
 from learning import selectors as catalog
 from learning.artifacts import artifact_read, artifact_storage, artifacts_delete
 from learning.domain_files import ImportStopped
-from learning.engine.progress import EvaluationStopped
+from learning.engine.progress import EvaluationStopped, ProgressMeter
 from learning.errors import InvalidInput
 from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, SourceDomain, TaskSpec, Visibility
 from learning.services.domains import domain_import, domain_upload_stage
@@ -908,14 +908,12 @@ def _run_import(job: Job, stop: _StopPoll) -> None:
         _finish(job, Job.Status.SUCCEEDED)
         return
     recorder = JobProgressRecorder(job, phase="importing")
-    decoding_since: float | None = None
+    meter: ProgressMeter | None = None
 
     def on_progress(done: int, total: int) -> None:
-        nonlocal decoding_since
-        now = time.monotonic()
-        decoding_since = now if decoding_since is None else decoding_since
-        elapsed = now - decoding_since
-        eta = (total - done) * elapsed / done if done and elapsed > 0 else None
+        nonlocal meter
+        meter = meter or ProgressMeter(total, done=done)  # the rate counts from the first decoded file
+        eta = meter.eta_seconds(done, time.monotonic())
         recorder.phase_progress(phase="importing", done=done, total=total, eta=eta)
 
     try:
