@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._results import RESULTS, append_results, markdown_table  # noqa: E402
-from learning.engine.algorithms import load_plugins, train  # noqa: E402
+from learning.engine.algorithms import train  # noqa: E402
 from learning.engine.functions import FunctionFamily, heldout_tasks  # noqa: E402
 from learning.engine.regression_eval import (  # noqa: E402
     MIN_EVAL_TASKS,
@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks < MIN_EVAL_TASKS and not args.no_write:
         parser.error(f"--tasks {args.tasks} is below {MIN_EVAL_TASKS}; use --no-write for such a run")
     torch.set_num_threads(args.threads)
-    load_plugins()
     family = FunctionFamily.from_spec("sinusoid")
     headers = ["K", "model", "MSE after 1 step", "MSE after 10 steps", "train time (s)"]
     rows: list[list[object]] = []

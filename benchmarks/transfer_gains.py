@@ -6,11 +6,12 @@ Sanskrit and Tagalog (never Greek or Latin, which both files share). In each tar
 the first half of the characters are the target's TRAINING classes (``--target-shots``
 examples each: few target examples); the second half are NEW classes, used only for the
 evaluation: 5-way 1-shot and 5-way 5-shot episodes (``--episodes``, >= 600), classified by
-nearest prototype on each model's backbone features. Every method trains for the same number
-of steps (``--steps``, batch ``--batch``) as the from-scratch baseline and is compared with it
-episode by episode (:func:`paired_comparison`): the gain is the mean accuracy difference with
-its 95% CI. ``target acc`` is each model's own classifier on the unused examples of the
-target training classes.
+nearest prototype on each model's backbone features. Each method runs through the experiment
+protocol (:func:`learning.engine.experiments.transfer_and_compare`): it trains for ``--steps``
+steps (batch ``--batch``), so does its from-scratch baseline, and the two are compared
+episode by episode: the gain is the mean accuracy difference with its 95% CI. ``target acc``
+is each model's own classifier on the unused examples of the target training classes;
+``run s`` is the method's whole run (transfer, baseline and evaluation).
 
 Run from the repository root, e.g.:
 
@@ -29,17 +30,16 @@ import torch
 
 from benchmarks._results import append_results
 from learning.engine.algorithms import train
+from learning.engine.algorithms.transfer import TransferData
 from learning.engine.device import resolve_device
-from learning.engine.evaluation import EvalResult, evaluate_classifier, paired_comparison
+from learning.engine.experiments import EpisodePlan, transfer_and_compare
 from learning.engine.omniglot import load_omniglot_zip
-from learning.engine.transfer import TransferData
 from learning.engine.transferability import features_of, leep, logme, nce, prototype_probabilities
 from learning.engine.weights import load_model
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
 TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 METHODS: list[tuple[str, str, dict[str, Any]]] = [
-    ("scratch", "scratch", {}),
     ("finetune (all layers)", "finetune", {}),
     ("finetune (head only)", "finetune", {"layers": "head"}),
     ("finetune + L2-SP (alpha 0.1)", "finetune", {"l2sp": 0.1}),
@@ -48,7 +48,8 @@ METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("instance (KMM)", "instance", {"weighting": "kmm"}),
     ("rkd (D 25, A 50)", "rkd", {"distance_weight": 25.0, "angle_weight": 50.0}),
 ]
-SETTINGS = (("5w1s", 1), ("5w5s", 5))
+SHOTS = (1, 5)
+"""5-way 1-shot and 5-way 5-shot episodes."""
 
 
 def split(data: Any) -> tuple[list[int], list[int]]:
@@ -62,8 +63,12 @@ def split(data: Any) -> tuple[list[int], list[int]]:
     return train_classes, eval_classes
 
 
-def fmt(mean: float, ci: float) -> str:
-    return f"{100 * mean:.1f} ± {100 * ci:.1f}"
+def fmt(mean: float | None, ci: float | None) -> str:
+    return f"{100 * (mean or 0.0):.1f} ± {100 * (ci or 0.0):.1f}"
+
+
+def _target_accuracy(metrics: dict[str, float]) -> str:
+    return f"{100 * metrics.get('target_accuracy', float('nan')):.1f}"
 
 
 def main() -> None:
@@ -115,44 +120,26 @@ def main() -> None:
         "device": args.device,
         "checkpoint_every": 0,
     }
-    results: dict[str, tuple[dict[str, float], float, dict[str, EvalResult]]] = {}
+    plan = EpisodePlan(
+        n_way=5, k_shot=1, query=args.query, classes=eval_classes, episodes=args.episodes, seed=args.seed
+    )
+    rows = []
     for label, algorithm, extra in METHODS:
         t0 = time.monotonic()
-        result = train({"algorithm": algorithm, **base, **extra}, data)
+        report = transfer_and_compare({"algorithm": algorithm, **base, **extra}, data, plan, SHOTS)
         seconds = time.monotonic() - t0
-        evals = {
-            name: evaluate_classifier(
-                algorithm,
-                result.weights,
-                result.model_config,
-                target_data,
-                classes=eval_classes,
-                n_way=5,
-                k_shot=k,
-                query=args.query,
-                episodes=args.episodes,
-                seed=args.seed,
-                device=device,
-                seen_class_names=result.train_class_names,
-            )
-            for name, k in SETTINGS
-        }
-        results[label] = (result.metrics, seconds, evals)
-        print(label, {n: fmt(e.mean, e.ci95) for n, e in evals.items()}, flush=True)
-
-    scratch = results["scratch"][2]
-    rows = []
-    for label, (metrics, seconds, evals) in results.items():
-        row: list[object] = [label, f"{100 * metrics.get('target_accuracy', float('nan')):.1f}"]
-        for name, _ in SETTINGS:
-            row.append(fmt(evals[name].mean, evals[name].ci95))
-            if label == "scratch":
-                row.append("—")
-            else:
-                gain = paired_comparison(evals[name], scratch[name])
-                row.append(fmt(gain["mean_diff"], gain["ci95"]))
-        row.append(f"{seconds:.0f}")
-        rows.append(row)
+        if not rows:
+            # The baseline of a plain fine-tune is the scratch run every method is compared with.
+            assert report.baseline is not None
+            row: list[object] = ["scratch", _target_accuracy(report.baseline.metrics)]
+            for score in report.scores:
+                row += [fmt(score.baseline_mean, score.baseline_ci95), "—"]
+            rows.append([*row, "—"])
+        row = [label, _target_accuracy(report.transferred.metrics)]
+        for score in report.scores:
+            row += [fmt(score.mean, score.ci95), fmt(score.mean - score.baseline_mean, score.gain_ci95)]
+        rows.append([*row, f"{seconds:.0f}"])
+        print(row, flush=True)
 
     # Transferability of the source for the target, from its features of the training examples.
     model = load_model(source.weights, source.model_config)
@@ -168,7 +155,7 @@ def main() -> None:
         f"NCE {nce(probs.argmax(1), labels):.3f}"
     )
 
-    headers = ["method", "target acc %", "5w1s acc %", "5w1s gain", "5w5s acc %", "5w5s gain", "train s"]
+    headers = ["method", "target acc %", "5w1s acc %", "5w1s gain", "5w5s acc %", "5w5s gain", "run s"]
     notes = [
         f"source: ProtoNet, Conv4-{args.hidden}, {args.source_steps} 5-way 1-shot episodes on all of "
         f"small1 with rotations ({source_seconds:.0f}s)",

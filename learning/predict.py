@@ -7,14 +7,16 @@ input (``support``, ``support_labels``, ``query``) and whose message names the p
 
 Limits (also in the API docs): at most ``MAX_SUPPORT`` support and ``MAX_QUERY`` query
 items, ``MAX_IMAGE_BYTES`` per image, images Pillow can verify in one of
-``domain_files.IMAGE_FORMATS``; at least two distinct labels, one label per support
+``images.IMAGE_FORMATS``; at least two distinct labels, one label per support
 image; finite numbers for regression, as many ``y`` as ``x`` values.
 
-Images are normalized exactly as uploaded domains are (``domain_files.normalize_image``:
+Images are normalized exactly as uploaded domains are (``images.normalize_image``:
 28x28 grayscale, ink high), so a model sees predict inputs as it saw its training data.
-An image whose header declares more than ``domain_files.MAX_IMAGE_PIXELS`` pixels is
+An image whose header declares more than ``images.MAX_IMAGE_PIXELS`` pixels is
 refused before it is decoded; a message names it by field, index and file name
-(``query[3] big.png: image is 20000x20000 pixels, ...``).
+(``query[3] big.png: image is 20000x20000 pixels, ...``). The model's weights are read
+and cached by ``learning.predictors``; the "Try it" page's form is read by
+``learning.predict_page``.
 How each algorithm adapts to the support set, and how probabilities are computed, is
 described in ``learning.engine.predict``. MAML-family regressors give a point prediction:
 their ``std`` is null.
@@ -27,31 +29,23 @@ ends with ``heavy_work.DeadlineExceeded`` (or ``ClientGone``) instead of running
 from __future__ import annotations
 
 import base64
-import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
-from torch import Tensor
 
-from learning.artifacts import artifact_read
-from learning.domain_files import normalize_image, thumbnail_png
 from learning.engine import predict as engine
-from learning.engine.checkpoints import CheckpointFormatError
-from learning.engine.weights import weights_from_bytes
 from learning.errors import InvalidInput
 from learning.heavy_work import raise_if_stopped, should_stop
+from learning.images import normalize_image, thumbnail_png
 from learning.models import MetaModel
+from learning.predictors import fixed_ways, predict_kind, predictor_load
 
 MAX_SUPPORT = 100
 MAX_QUERY = 500
 MAX_IMAGE_BYTES = 1024 * 1024
 MAX_LABEL_LENGTH = 100
-MAX_ROWS = MAX_SUPPORT
-"""Label rows the "Try it" form reads (one label per row; a row may hold several images)."""
 
 CLASSIFICATION = engine.CLASSIFICATION
 REGRESSION = engine.REGRESSION
@@ -64,54 +58,6 @@ class Upload(Protocol):
     size: int | None
 
     def read(self, size: int = -1) -> bytes: ...
-
-
-# --- The model -------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=16)
-def _weights(name: str, sha256: str) -> tuple[dict[str, Tensor], dict[str, Any], str]:
-    """The parsed weights file (cached: a file's content never changes under its name and hash)."""
-    try:
-        blob = artifact_read(name)
-    except OSError as exc:
-        raise InvalidInput("this model's weights file cannot be read") from exc
-    if sha256 and hashlib.sha256(blob).hexdigest() != sha256:
-        raise InvalidInput("this model's weights file does not match its recorded sha256")
-    try:
-        return weights_from_bytes(blob)
-    except CheckpointFormatError as exc:
-        raise InvalidInput(f"this model's weights cannot make predictions: {exc}") from exc
-
-
-def _parsed(model: MetaModel) -> tuple[dict[str, Tensor], dict[str, Any], str]:
-    if not model.weights_file:
-        raise InvalidInput("this model has no weights file")
-    return _weights(model.weights_file, model.weights_sha256)
-
-
-def predict_kind(*, model: MetaModel) -> str:
-    """``"classification"`` or ``"regression"``; ``InvalidInput`` when the model cannot predict at all."""
-    _, config, _ = _parsed(model)
-    try:
-        return engine.task_of(config)
-    except engine.PredictError as exc:
-        raise InvalidInput(exc.message) from exc
-
-
-def predictor_load(*, model: MetaModel) -> engine.Predictor:
-    """A fresh net with the model's weights (one per request: adaptation never shares state)."""
-    weights, config, algorithm = _parsed(model)
-    try:
-        return engine.load_predictor(weights, config, algorithm)
-    except engine.PredictError as exc:
-        raise InvalidInput(exc.message) from exc
-
-
-def fixed_ways(*, model: MetaModel) -> int | None:
-    """How many labels the model's support sets must have (MAML-family heads), or None for any."""
-    _, config, _ = _parsed(model)
-    return engine.fixed_ways(config)
 
 
 # --- Classification --------------------------------------------------------------------
@@ -328,98 +274,3 @@ def regression_payload(payload: Any) -> dict[str, Any]:
     if not isinstance(query, Mapping) or "x" not in query:
         raise InvalidInput('"query" must be an object with an "x" list', field="query")
     return {"support_x": support["x"], "support_y": support["y"], "query_x": query["x"]}
-
-
-_SEPARATORS = re.compile(r"[\s,;]+")
-
-
-def numbers_from_text(text: str, *, field: str) -> list[Any]:
-    """Numbers typed in a text area (separated by commas, spaces or new lines); ``InvalidInput`` if not."""
-    out: list[Any] = []
-    for token in _SEPARATORS.split(text.strip()):
-        if not token:
-            continue
-        try:
-            out.append(float(token))
-        except ValueError as exc:
-            raise InvalidInput(
-                f"{token[:20]!r} in {field} is not a number", field=field.split(".")[0]
-            ) from exc
-    return out
-
-
-def support_from_rows(
-    post: Mapping[str, Any], files: Any, *, rows: int = MAX_ROWS
-) -> tuple[list[Upload], list[str]]:
-    """The "Try it" form's label rows (``label_<i>``, files ``support_<i>``) as support images and labels."""
-    support: list[Upload] = []
-    labels: list[str] = []
-    for i in range(rows):
-        label = str(post.get(f"label_{i}", "")).strip()
-        chosen = files.getlist(f"support_{i}")
-        if not label and not chosen:
-            continue
-        if not chosen:
-            raise InvalidInput(
-                f"choose at least one image for label {label!r} (row {i + 1})", field="support"
-            )
-        if not label:
-            raise InvalidInput(f"name the label of the images in row {i + 1}", field="support_labels")
-        support += chosen
-        labels += [label] * len(chosen)
-    return support, labels
-
-
-# --- The "Try it" page -----------------------------------------------------------------
-
-DEFAULT_ROWS = 5
-
-
-def _row_count(value: Any, default: int) -> int:
-    try:
-        return max(2, min(MAX_ROWS, int(value)))
-    except (TypeError, ValueError):
-        return default
-
-
-def try_page_context(*, model: MetaModel, get: Mapping[str, Any], post: Mapping[str, Any]) -> dict[str, Any]:
-    """What the "Try it" page shows before (and around) a prediction: the form's rows and values."""
-    try:
-        kind: str | None = predict_kind(model=model)
-        ways = fixed_ways(model=model)
-        unavailable = ""
-    except InvalidInput as err:
-        kind, ways, unavailable = None, None, err.message
-    count = ways or _row_count(get.get("rows"), DEFAULT_ROWS)
-    posted = [i for i in range(MAX_ROWS) if str(post.get(f"label_{i}", "")).strip()]
-    if posted and ways is None:
-        count = max(count, posted[-1] + 1)
-    return {
-        "model": model,
-        "kind": kind,
-        "unavailable": unavailable,
-        "fixed_ways": ways,
-        "rows": [{"index": i, "label": str(post.get(f"label_{i}", ""))} for i in range(count)],
-        "more_rows": None if ways else min(MAX_ROWS, count + 5),
-        "values": {key: str(post.get(key, "")) for key in ("support_x", "support_y", "query_x")},
-        "limits": {"support": MAX_SUPPORT, "query": MAX_QUERY, "image_kib": MAX_IMAGE_BYTES // 1024},
-        "result": None,
-        "error": "",
-    }
-
-
-def try_page_predict(
-    *, model: MetaModel, post: Mapping[str, Any], files: Any
-) -> ClassificationResult | RegressionResult:
-    """Predict from the "Try it" form: label rows and query files, or x / y text areas."""
-    if predict_kind(model=model) == CLASSIFICATION:
-        support, labels = support_from_rows(post, files)
-        return predict_classification(
-            model=model, support=support, support_labels=labels, query=files.getlist("query")
-        )
-    return predict_regression(
-        model=model,
-        support_x=numbers_from_text(str(post.get("support_x", "")), field="support.x"),
-        support_y=numbers_from_text(str(post.get("support_y", "")), field="support.y"),
-        query_x=numbers_from_text(str(post.get("query_x", "")), field="query.x"),
-    )

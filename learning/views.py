@@ -16,7 +16,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from learning import heavy_work, predict, selectors
+from learning import heavy_work, predict_page, selectors
 from learning.artifacts import artifact_storage
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
@@ -181,11 +181,11 @@ def model_try(request: HttpRequest, pk: int) -> HttpResponse:
     A busy server (503) or a prediction past its deadline (504) shows its message in the page.
     """
     model = selectors.metamodel_get(user=request.user, pk=pk)
-    context = predict.try_page_context(model=model, get=request.GET, post=request.POST)
+    context = predict_page.try_page_context(model=model, get=request.GET, post=request.POST)
     if request.method == "POST" and context["kind"]:
         try:
             context["result"] = heavy_work.run_heavy(
-                predict.try_page_predict, model=model, post=request.POST, files=request.FILES
+                predict_page.try_page_predict, model=model, post=request.POST, files=request.FILES
             )
         except InvalidInput as err:
             context["error"] = err.message

@@ -1,6 +1,6 @@
 """The Job table: one row per launched piece of work, and the single truth about its state.
 
-Workers update it through ``tasks_app.services`` and the progress recorder; pages and
+Workers update it through ``tasks_app.lifecycle`` and the progress recorder; pages and
 websockets read it. Channel-layer events are only a fast path on top of it.
 """
 

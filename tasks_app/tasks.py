@@ -1,4 +1,4 @@
-"""Celery tasks: thin, id-taking, idempotent wrappers around ``tasks_app.services``."""
+"""Celery tasks: thin, id-taking, idempotent wrappers around ``tasks_app.runtime``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.conf import settings
 )
 def run_job(self, job_id: int) -> None:
     """Run or resume one job; a duplicate delivery of a job that is final or alive does nothing."""
-    from tasks_app.services import job_run
+    from tasks_app.runtime import job_run
 
     job_run(job_id=job_id, worker_host=self.request.hostname)
 
@@ -23,6 +23,6 @@ def run_job(self, job_id: int) -> None:
 @shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
 def recover_stale_jobs() -> list[int]:
     """Periodic: requeue or fail jobs whose worker stopped sending heartbeats."""
-    from tasks_app.services import jobs_recover_stale
+    from tasks_app.runtime import jobs_recover_stale
 
     return jobs_recover_stale()

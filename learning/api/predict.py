@@ -25,6 +25,7 @@ from learning import predict
 from learning.errors import InvalidInput
 from learning.heavy_work import run_heavy
 from learning.models import MetaModel
+from learning.predictors import predict_kind
 
 _ClassificationRequest = inline_serializer(
     "PredictClassificationRequest",
@@ -122,7 +123,7 @@ def predict_response(request: Request, model: MetaModel) -> Response:
 
 
 def _predict(request: Request, model: MetaModel):
-    kind = predict.predict_kind(model=model)
+    kind = predict_kind(model=model)
     data = _form(request)
     is_multipart = request.content_type.startswith("multipart/form-data")
     if kind == predict.CLASSIFICATION:

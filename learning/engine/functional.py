@@ -31,6 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from learning.engine.loop import StepInterrupted
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Params = dict[str, Tensor]
 
@@ -204,8 +206,6 @@ def batched_meta_gradient(
     tensors shaped like the parameters; ``mean_loss`` is a Python float; ``query_outputs``
     is ``(B, Q, *out)``, detached.
     """
-    from learning.engine.loop import StepInterrupted
-
     params, buffers = model_params(model)
     n = tasks.num_tasks
     size = chunk if chunk > 0 else n

@@ -62,14 +62,10 @@ MAX_HISTORY = 256
 """At most this many progress events are kept in ``TrainResult.history`` (older ones thinned)."""
 
 # Settings that may change between an interrupted run and its resumption without changing
-# the trained weights (where it runs, how often it saves, how it is evaluated afterwards).
+# the trained weights (where it runs, how often it saves, how it adapts when used).
 _RESUME_FREE_KEYS = (
     "device",
     "checkpoint_every",
-    "eval_episodes",
-    "eval_classes",
-    "eval_groups",
-    "eval_within_group",
     "eval_inner_lr",
     "eval_inner_steps",
 )

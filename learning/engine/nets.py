@@ -1,4 +1,4 @@
-"""Networks: Conv4 for 28x28 images, the 2x40 MLP for regression, and a vmap-safe BatchNorm.
+"""Networks: Conv4 for 28x28 images (plain, Siamese, transfer), the 2x40 MLP, and a vmap-safe BatchNorm.
 
 Why a hand-written BatchNorm: ``torch.func.vmap`` over ``nn.BatchNorm2d`` in training mode
 gives silently wrong second-order gradients (pytorch/functorch#534), and its running
@@ -11,7 +11,8 @@ the same in ``train()`` and ``eval()`` mode; the batch of an episode (support, o
 support + query for embedding methods) is the unit of normalization.
 
 Models are built from a plain JSON-able ``model_config`` by :func:`build_model`, so a
-saved weights file carries everything needed to rebuild its net.
+saved weights file carries everything needed to rebuild its net; the Neural Process nets
+live in :mod:`learning.engine.neural_process_nets` and are built from here too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from learning.engine.neural_process_nets import ARCH as NP_ARCH
+from learning.engine.neural_process_nets import build_neural_process
 
 
 def batch_stat_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -127,6 +131,31 @@ class SiameseNet(nn.Module):
         return self.scorer((a - b).abs()).squeeze(-1)
 
 
+class TransferNet(nn.Module):
+    """A Conv4 backbone (no head) and a linear classifier over ``classes`` target (and source) classes.
+
+    The net of every transfer method (:mod:`learning.engine.algorithms.transfer`).
+    ``embed`` gives the backbone features ``(B, feature_dim)``; ``forward`` the logits ``(B, classes)``.
+    The classifier is not called ``head`` on purpose: the few-shot evaluation refuses a net whose
+    ``head`` does not match the episode's N, and this classifier is for the training classes only.
+    """
+
+    def __init__(
+        self, in_channels: int = 1, hidden: int = 64, layers: int = 4, image_size: int = 28, classes: int = 1
+    ) -> None:
+        super().__init__()
+        self.backbone = Conv4(in_channels, hidden, layers, image_size, out_features=0)
+        self.classifier = nn.Linear(self.backbone.feature_dim, classes)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Backbone features ``(B, feature_dim)`` of images ``(B, C, H, W)``."""
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, classes)``."""
+        return self.classifier(self.embed(x))
+
+
 class MLP(nn.Module):
     """ReLU MLP ``in_features -> hidden[0] -> ... -> out_features`` (Finn et al. 2017 use 1-40-40-1)."""
 
@@ -159,6 +188,9 @@ CONV4_DEFAULTS: dict[str, Any] = {
     "out_features": 0,
 }
 MLP_DEFAULTS: dict[str, Any] = {"arch": "mlp", "in_features": 1, "hidden": [40, 40], "out_features": 1}
+TRANSFER_ARCH = "conv4_transfer"
+"""``model_config["arch"]`` of a :class:`TransferNet` (keys ``in_channels``, ``hidden``, ``layers``,
+``image_size``, ``classes``)."""
 
 
 def _build_conv4(cfg: Mapping[str, Any]) -> nn.Module:
@@ -179,8 +211,27 @@ def _build_mlp(cfg: Mapping[str, Any]) -> nn.Module:
     return MLP(int(c["in_features"]), tuple(int(h) for h in c["hidden"]), int(c["out_features"]))
 
 
-MODEL_BUILDERS: dict[str, ModelBuilder] = {"conv4": _build_conv4, "mlp": _build_mlp}
-"""``model_config["arch"]`` -> builder. Other modules add theirs with :func:`register_model`."""
+def _build_transfer_net(cfg: Mapping[str, Any]) -> nn.Module:
+    return TransferNet(
+        int(cfg.get("in_channels", 1)),
+        int(cfg.get("hidden", 64)),
+        int(cfg.get("layers", 4)),
+        int(cfg.get("image_size", 28)),
+        int(cfg["classes"]),
+    )
+
+
+MODEL_BUILDERS: dict[str, ModelBuilder] = {
+    "conv4": _build_conv4,
+    "mlp": _build_mlp,
+    TRANSFER_ARCH: _build_transfer_net,
+    NP_ARCH: build_neural_process,
+}
+"""``model_config["arch"]`` -> builder: every architecture a saved model can have.
+
+A new architecture is added here (its net defined in this module or one it imports), so that
+any saved model is rebuilt without importing the algorithms; :func:`register_model` adds one
+at run time (e.g. in a test)."""
 
 
 def register_model(arch: str, builder: ModelBuilder) -> None:
@@ -195,10 +246,6 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
     evaluation) are ignored by the builders.
     """
     arch = model_config.get("arch")
-    if arch not in MODEL_BUILDERS:
-        from learning.engine.algorithms import load_plugins
-
-        load_plugins()
     if arch not in MODEL_BUILDERS:
         raise ValueError(f"unknown model arch {arch!r}; known: {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[arch](model_config)

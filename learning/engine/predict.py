@@ -48,8 +48,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from learning.engine.algorithms import REGISTRY, get_entry
 from learning.engine.data import IMAGE_SIZE
-from learning.engine.functional import AdaptationStopped
+from learning.engine.functional import AdaptationStopped, batched_adapt_predict
+from learning.engine.neural_process_nets import NeuralProcess
 from learning.engine.weights import load_model
 
 CLASSIFICATION = "classification"
@@ -129,11 +131,8 @@ def load_predictor(
     unknown algorithm, images of another size, weights that do not fit, missing
     adaptation settings).
     """
-    from learning.engine.algorithms import REGISTRY, load_plugins
-
     config = dict(model_config)
     task = task_of(config)
-    load_plugins()
     if task == CLASSIFICATION:
         entry = REGISTRY.get((algorithm, "image"))
         if entry is None or entry.classify is None:
@@ -203,8 +202,6 @@ def classify(
         )
     if len(query) == 0:
         raise PredictError("at least one query image is needed", field="query")
-    from learning.engine.algorithms import get_entry
-
     entry = get_entry(predictor.algorithm, "image")
     assert entry.classify is not None  # checked in load_predictor
     xs, xq = images_to_tensor(support), images_to_tensor(query)
@@ -250,8 +247,12 @@ def regress(
     model = predictor.model
     _check_stop(should_stop)
     if predictor.algorithm in NEURAL_PROCESSES:
+        if not isinstance(model, NeuralProcess):
+            raise PredictError(
+                f"the weights are not a Neural Process ({type(model).__name__})", field="model"
+            )
         eps = None
-        if getattr(model, "uses_latent", False):
+        if model.uses_latent:
             generator = torch.Generator().manual_seed(seed)
             latent_dim = int(model.config.latent_dim)
             eps = torch.randn(latent_samples, 1, latent_dim, generator=generator)
@@ -263,8 +264,6 @@ def regress(
         second = (stds**2 + means**2).mean(0)
         std = torch.sqrt(torch.clamp(second - mean**2, min=0.0))
         return mean.numpy(), std.numpy()
-    from learning.engine.functional import batched_adapt_predict
-
     adapt = predictor.adapt
     try:
         pred = batched_adapt_predict(
@@ -279,10 +278,10 @@ def regress(
         )
     except AdaptationStopped as exc:
         raise PredictStopped(str(exc)) from exc
-    mean = pred[0, :, 0].double().numpy()
-    if not np.isfinite(mean).all():
+    adapted = pred[0, :, 0].double().numpy()
+    if not np.isfinite(adapted).all():
         raise PredictError("the adapted model's predictions are not finite for these points")
-    return mean, None
+    return adapted, None
 
 
 def is_finite_float32(values: Sequence[float]) -> bool:

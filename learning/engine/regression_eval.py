@@ -21,25 +21,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms.neural_process import NeuralProcess, np_task_metrics
 from learning.engine.functional import (
     TaskBatch,
     batched_adapt_predict,
 )
 from learning.engine.functions import FunctionFamily, FunctionTasks
 from learning.engine.gp import gp_predict, predictive_log_likelihood
+from learning.engine.neural_process_nets import NeuralProcess, gaussian_log_prob
 from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
 
 __all__ = [
     "MIN_EVAL_TASKS",
     "EvaluationStopped",
+    "NPTaskMetrics",
     "RegressionReport",
     "Score",
     "adapted_mse",
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_gp_oracle",
     "evaluate_neural_process",
     "mean_ci95",
+    "np_task_metrics",
     "paired_difference",
     "tasks_to_tensors",
 ]
@@ -199,6 +201,59 @@ def evaluate_adapted(
         progress_interval_s=progress_interval_s,
     )
     return RegressionReport(name, {f"mse_after_{n}": v for n, v in per.items()})
+
+
+class NPTaskMetrics(NamedTuple):
+    """Per-task scores of a neural process on held-out targets; float64 arrays of shape ``(B,)``."""
+
+    mse: np.ndarray
+    """Mean squared error of the predictive mean over targets, units of ``y`` squared."""
+    log_lik: np.ndarray
+    """Mean over targets of the marginal ``log p(y_t | x_t, context)``, nats per point."""
+    joint_log_lik: np.ndarray
+    """``log p(y_1..y_T | x, context) / T``, nats per point (equal to ``log_lik`` for a cnp)."""
+
+
+@torch.no_grad()
+def np_task_metrics(
+    model: NeuralProcess,
+    tasks: FunctionTasks,
+    *,
+    latent_samples: int = 32,
+    seed: int = 0,
+    chunk: int = 100,
+) -> NPTaskMetrics:
+    """Score ``model`` on ``tasks`` (context -> targets); returns :class:`NPTaskMetrics`.
+
+    A cnp's predictive is exact. For an np, ``z`` is drawn ``latent_samples`` times from
+    ``q(z | context)`` (standard normals from PCG64 seeded by ``seed``) and the
+    likelihoods are Monte-Carlo estimates ``log (1/S) sum_s p(y | z_s)``, which are
+    biased low for finite ``S`` (Jensen); the mean prediction averages the ``S`` means.
+    Tasks go through in chunks of ``chunk`` to bound memory.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n_samples = latent_samples if model.uses_latent else 1
+    rng = np.random.Generator(np.random.PCG64(seed))
+    outs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, tasks.batch, chunk):
+        part = tasks.select(slice(start, start + chunk))
+        x_ctx, y_ctx, x_tgt, y_tgt = (torch.from_numpy(a).to(device) for a in part)
+        eps = None
+        if model.uses_latent:
+            eps_np = rng.standard_normal((n_samples, part.batch, model.config.latent_dim)).astype(np.float32)
+            eps = torch.from_numpy(eps_np).to(device)
+        mean, std = model.predict(x_ctx, y_ctx, x_tgt, eps)  # (S, B, T, 1)
+        # float64 for the log-sum-exp over samples and points.
+        log_p = gaussian_log_prob(y_tgt.double(), mean.double(), std.double()).sum(-1)  # (S, B, T)
+        log_s = math.log(n_samples)
+        marginal = (torch.logsumexp(log_p, dim=0) - log_s).mean(-1)
+        joint = (torch.logsumexp(log_p.sum(-1), dim=0) - log_s) / log_p.shape[-1]
+        mse = ((mean.double().mean(0) - y_tgt.double()) ** 2).mean(dim=(1, 2))
+        outs.append((mse.cpu().numpy(), marginal.cpu().numpy(), joint.cpu().numpy()))
+    model.train(was_training)
+    return NPTaskMetrics(*(np.concatenate([o[i] for o in outs]) for i in range(3)))
 
 
 def evaluate_neural_process(

@@ -25,6 +25,7 @@ well a score ranks sources by their measured transfer accuracy.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ def features_of(
         x = x.unsqueeze(1)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    encode = model.embed if hasattr(model, "embed") else model
+    encode: Callable[[Tensor], Tensor] = model.embed if hasattr(model, "embed") else model  # type: ignore[assignment]
     was_training = model.training
     model.eval()
     chunks: list[np.ndarray] = []

@@ -28,20 +28,19 @@ from learning import builtin_domains
 from learning.artifacts import artifact_save, artifact_save_file, artifact_storage, artifacts_delete
 from learning.domain_files import (
     ImportLimits,
-    ProgressFn,
-    StopFn,
     check_zip,
     is_url,
     read_path,
     read_upload,
     read_url,
     spooled_upload,
-    thumbnail_png,
     upload_name,
 )
+from learning.domain_layout import ProgressFn, StopFn
 from learning.engine.data import ImageArrays, image_arrays_to_bytes
 from learning.errors import InvalidInput
 from learning.events import catalog_changed_on_commit
+from learning.images import thumbnail_png
 from learning.models import SourceDomain, Visibility
 
 logger = logging.getLogger(__name__)
@@ -69,11 +68,11 @@ def domain_import(
     http(s) URL (a ``str`` holding ``scheme://``) of a zip, or an uploaded file object
     (anything with ``.read()``, e.g. Django's ``UploadedFile``) holding a zip. Local paths
     are read as given, so only trusted callers (the command line) may pass them. See
-    ``learning.domain_files`` for the layouts accepted and the checks made.
+    ``learning.domain_layout`` for the layouts accepted, ``learning.domain_files`` for the checks made.
 
     ``on_progress(done, total)`` hears of each image file decoded, and ``should_stop()``
-    ends the import with ``learning.domain_files.ImportStopped`` before anything is
-    stored (a job's progress and cancel; see ``learning.domain_files``).
+    ends the import with ``learning.domain_layout.ImportStopped`` before anything is
+    stored (a job's progress and cancel; see ``learning.domain_layout``).
 
     Raises ``InvalidInput`` (``field="name"`` or ``"source"``) for bad input, after
     which nothing has been written.

@@ -10,19 +10,19 @@ import pytest
 import torch
 
 from learning.engine.algorithms import train, validate_config
-from learning.engine.algorithms.neural_process import (
-    GaussianLatent,
-    NeuralProcess,
-    NPConfig,
-    build_neural_process,
-    gaussian_log_prob,
-    np_task_metrics,
-)
 from learning.engine.checkpoints import CheckpointFormatError, InMemoryCheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
 from learning.engine.functions import FunctionFamily, FunctionTasks, heldout_tasks
 from learning.engine.gp import gaussian_log_density
+from learning.engine.neural_process_nets import (
+    GaussianLatent,
+    NeuralProcess,
+    NPConfig,
+    build_neural_process,
+    gaussian_log_prob,
+)
+from learning.engine.regression_eval import np_task_metrics
 from learning.engine.weights import load_model, weights_from_bytes, weights_to_bytes
 
 torch.set_num_threads(1)
@@ -202,16 +202,24 @@ def test_np_metrics_average_the_likelihood_over_latent_samples(heldout: Function
 @pytest.mark.parametrize(
     ("config", "field", "message"),
     [
-        ({"algorithm": "cnp", "lr": 0}, "lr", "must be > 0, got 0.0"),
-        ({"algorithm": "cnp", "steps": 0}, "steps", "must be >= 1, got 0"),
+        ({"algorithm": "cnp", "lr": 0}, "lr", "must be > 0 and <= 10, got 0.0"),
+        ({"algorithm": "cnp", "steps": 0}, "steps", "must be between 1 and 200000, got 0"),
         (
             {"algorithm": "np", "task": {"k_context_min": 9, "k_context_max": 4}},
             "task.k_context_min",
             "must be <= task.k_context_max (4), got 9",
         ),
-        ({"algorithm": "np", "task": {"k_context_min": 0}}, "task.k_context_min", "must be >= 1, got 0"),
+        (
+            {"algorithm": "np", "task": {"k_context_min": 0}},
+            "task.k_context_min",
+            "must be between 1 and 100000, got 0",
+        ),
         ({"algorithm": "np", "task": {"n_way": 5}}, "task.n_way", "unknown setting 'n_way'"),
-        ({"algorithm": "cnp", "model": {"min_std": 1.5}}, "model.min_std", "must be <= 0.999, got 1.5"),
+        (
+            {"algorithm": "cnp", "model": {"min_std": 1.5}},
+            "model.min_std",
+            "must be > 0 and <= 0.999, got 1.5",
+        ),
         ({"algorithm": "cnp", "model": {"kind": "np"}}, "model.kind", "unknown setting 'kind'"),
         ({"algorithm": "cnp", "device": "tpu"}, "device", "got 'tpu'"),
         ({"algorithm": "cnp", "learning_rate": 1e-3}, "learning_rate", "unknown setting"),

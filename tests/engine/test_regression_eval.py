@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from learning.engine.algorithms.neural_process import build_neural_process
 from learning.engine.functions import FunctionFamily, FunctionTasks, heldout_tasks
 from learning.engine.gp import gp_log_likelihood, gp_predict
 from learning.engine.nets import build_model
+from learning.engine.neural_process_nets import build_neural_process
 from learning.engine.regression_eval import (
     MIN_EVAL_TASKS,
     EvaluationStopped,

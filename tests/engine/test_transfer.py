@@ -22,17 +22,17 @@ import pytest
 import torch
 
 from learning.engine.algorithms import REGISTRY, ConfigError, get_entry, train, validate_config
-from learning.engine.checkpoints import CheckpointFormatError, InMemoryCheckpointStore
-from learning.engine.data import ImageArrays
-from learning.engine.evaluation import EvalResult, evaluate_classifier, paired_comparison
-from learning.engine.loop import TrainResult
-from learning.engine.transfer import (
+from learning.engine.algorithms.transfer import (
     TRANSFER_ALGORITHMS,
     TransferData,
     TransferNet,
     rkd_angle_loss,
     rkd_distance_loss,
 )
+from learning.engine.checkpoints import CheckpointFormatError, InMemoryCheckpointStore
+from learning.engine.data import ImageArrays
+from learning.engine.evaluation import EvalResult, evaluate_classifier, paired_comparison
+from learning.engine.loop import TrainResult
 from learning.engine.transferability import features_of, leep, logme, nce, prototype_probabilities
 from learning.engine.weights import load_model, weights_to_bytes
 
@@ -212,7 +212,6 @@ def tiny_source(omniglot_small1: ImageArrays) -> TrainResult:
             "source_model.algorithm",
             "protonet",
         ),
-        ({"eval_classes": [0], "target": {"train_classes": [0, 1]}}, {}, "eval_classes", "training classes"),
         ({"algorithm": "instance"}, {}, "source_data", "source examples"),
         ({}, {"source_weights": {}}, "source_model", "do not load"),
     ],

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import optimize
 
+from learning.engine.algorithms.transfer import domain_classifier_weights, kmm_weights
 from learning.engine.nets import Conv4
-from learning.engine.transfer import domain_classifier_weights, kmm_weights
 from learning.engine.transferability import (
     features_of,
     kendall_tau,

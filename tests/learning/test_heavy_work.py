@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image, ImageDraw, ImageFile
 
-from learning import domain_files, heavy_work
+from learning import domain_layout, heavy_work, images
 from learning.engine.weights import weights_to_bytes
 from learning.models import MetaModel, SourceDomain
 from learning.services.models import metamodel_register
@@ -212,14 +212,14 @@ def test_a_domain_import_past_its_deadline_stops_between_images(
     one_slot.HEAVY_WORK_IMPORT_DEADLINE_S = 0.25
     archive = make_image_zip(tmp_path / "images.zip", {"a": 6, "b": 6})
     decoded: list[str] = []
-    normalize = domain_files.normalize_image
+    normalize = images.normalize_image
 
     def slow_normalize(data: bytes, *, name: str) -> np.ndarray:
         decoded.append(name)
         time.sleep(0.1)
         return normalize(data, name=name)
 
-    monkeypatch.setattr(domain_files, "normalize_image", slow_normalize)
+    monkeypatch.setattr(domain_layout, "normalize_image", slow_normalize)
 
     # when it is uploaded through the page
     client.force_login(user)
@@ -268,7 +268,7 @@ def test_an_image_declaring_too_many_pixels_is_400_before_it_is_decoded(
     # then it is a 400 naming the field, the index and the file, and the huge image was never decoded
     assert response.status_code == 400, response.content
     assert message in response.json()["query"][0]
-    assert decoded and all(w * h <= domain_files.MAX_IMAGE_PIXELS for w, h in decoded)
+    assert decoded and all(w * h <= images.MAX_IMAGE_PIXELS for w, h in decoded)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
@@ -286,7 +286,7 @@ def test_a_large_image_is_shrunk_while_decoding_to_what_a_full_decode_gives(fmt,
     )
 
     # when it is normalized
-    shrunk = domain_files.normalize_image(data, name="big")
+    shrunk = images.normalize_image(data, name="big")
 
     # then a JPEG was decoded at 1/8 scale and a PNG reduced right after decoding, and the
     # result matches the full-size Lanczos resize to within a few gray levels

@@ -17,9 +17,11 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from learning.artifacts import artifact_read, artifact_storage
-from learning.domain_files import ImportStopped, _ByteCounter, normalize_image
+from learning.domain_files import _ByteCounter
+from learning.domain_layout import ImportStopped
 from learning.engine.data import load_image_arrays
 from learning.errors import InvalidInput
+from learning.images import normalize_image
 from learning.models import SourceDomain
 from learning.services.domains import domain_import
 from tests.learning.factories import image_domain, make_image_folder, make_image_zip, png_bytes

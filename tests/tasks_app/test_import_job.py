@@ -17,7 +17,7 @@ from learning.models import SourceDomain
 from learning.services.domains import domain_import
 from tasks_app.events import job_group
 from tasks_app.models import Job
-from tasks_app.services import job_run
+from tasks_app.runtime import job_run
 from tests.learning.factories import image_files, png_bytes
 from tests.tasks_app.conftest import wait_for
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tasks_app import services
+from tasks_app import runtime
 from tasks_app.models import Job
 from tasks_app.recorder import MAX_HISTORY_POINTS, JobProgressRecorder
 
@@ -65,7 +65,7 @@ def test_the_watchdog_requeues_a_silent_job_then_fails_it_after_the_last_attempt
 
     # when the watchdog looks / then the job is queued again (and re-enqueued on commit)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.jobs_recover_stale() == [job.pk]
+        assert runtime.jobs_recover_stale() == [job.pk]
     job.refresh_from_db()
     assert job.status == "queued" and "worker lost" in job.phase and len(callbacks) == 2
 
@@ -75,26 +75,26 @@ def test_the_watchdog_requeues_a_silent_job_then_fails_it_after_the_last_attempt
     )
 
     # then the job fails for good, with the reason
-    services.jobs_recover_stale()
+    runtime.jobs_recover_stale()
     job.refresh_from_db()
     assert job.status == "failed" and "stopped sending heartbeats" in job.error_summary
     assert "all 2 attempts are used" in job.error_summary
 
 
 def test_the_watchdog_leaves_live_jobs_alone(job):
-    assert services.jobs_recover_stale() == []
+    assert runtime.jobs_recover_stale() == []
     job.refresh_from_db()
     assert job.status == "running"
 
 
 def test_a_duplicate_delivery_does_not_run_a_live_or_finished_job(job):
     # given a job alive on another worker / when a second delivery arrives / then nothing changes
-    services.job_run(job_id=job.pk, worker_host="other")
+    runtime.job_run(job_id=job.pk, worker_host="other")
     job.refresh_from_db()
     assert job.attempts == 1 and job.status == "running"
 
     Job.objects.filter(pk=job.pk).update(status="succeeded")
-    services.job_run(job_id=job.pk, worker_host="other")
+    runtime.job_run(job_id=job.pk, worker_host="other")
     assert Job.objects.get(pk=job.pk).attempts == 1
 
 

@@ -10,9 +10,12 @@ trains a Conv4 on images and an MLP on functions). :func:`validate_config` fills
 defaults and raises :class:`ConfigError` naming the bad field; :func:`train` calls it
 first, so a train function always receives a complete, valid config.
 
-Registering an algorithm (e.g. from ``learning/engine/algorithms/neural_process.py``)::
+Every algorithm module is imported here, at the package's import time, so the registry
+(:data:`REGISTRY`, keyed by ``(algorithm, domain)``) is complete as soon as anything in
+the package is imported. Adding an algorithm takes two steps. In its module (e.g.
+``learning/engine/algorithms/neural_process.py``), at import time::
 
-    from learning.engine.algorithms import register_algorithm
+    from learning.engine.algorithms.registry import register_algorithm
 
     register_algorithm(
         "cnp",                       # the config["algorithm"] value
@@ -22,172 +25,47 @@ Registering an algorithm (e.g. from ``learning/engine/algorithms/neural_process.
         data_type=FunctionDomain,    # isinstance check that also lets train() infer the domain
     )
 
-at the module's import time. Modules outside this package's built-ins are imported on
-demand from :data:`PLUGIN_MODULES` (add yours there), so a broken or missing plugin
-never breaks the image algorithms. Train functions should build on
+(import from ``.registry``, never from this package, whose ``__init__`` imports the
+algorithm modules); then add the module to the imports below and to :data:`MODULES`.
+Image algorithms also pass ``classify`` (a :class:`ClassifyFn`), which the evaluation
+and the predictions use. A new network architecture goes into :mod:`learning.engine.nets`
+(or a module it imports), so that :func:`learning.engine.nets.build_model` rebuilds any
+saved model without this package. Train functions should build on
 :func:`learning.engine.loop.run_training` (progress, stop, checkpoint, resume for free)
 and, for MAML on any ``nn.Module``, on :mod:`learning.engine.functional`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
-from torch import Tensor, nn
-
+from learning.engine.algorithms import (
+    function_maml,
+    maml,
+    neural_process,
+    protonet,
+    reptile,
+    siamese,
+    transfer,
+)
+from learning.engine.algorithms.registry import (
+    REGISTRY,
+    AlgorithmEntry,
+    ClassifyFn,
+    TrainFn,
+    available_algorithms,
+    get_entry,
+    register_algorithm,
+)
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
-from learning.engine.data import ImageArrays
 from learning.engine.loop import ProgressFn, StopFn, TrainResult
+from learning.engine.params import as_dict, parse
 
-TrainFn = Callable[..., TrainResult]
-"""``fn(config, data, *, on_progress=None, should_stop=None, checkpoint=None) -> TrainResult``."""
-
-ValidateFn = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class ClassifyFn(Protocol):
-    """``fn(model, x_support (B,S,C,H,W), y_support (B,S), x_query (B,Q,C,H,W), adapt) -> scores (B,Q,N)``.
-
-    The predicted label of a query is the argmax over the last dim; ``adapt`` holds the
-    evaluation-time settings (e.g. ``inner_lr``, ``inner_steps``) of MAML-family methods.
-    ``should_stop`` is polled between inner steps by methods that adapt, which then raise
-    :class:`learning.engine.functional.AdaptationStopped`; one-pass methods ignore it.
-    """
-
-    def __call__(
-        self,
-        model: nn.Module,
-        xs: Tensor,
-        ys: Tensor,
-        xq: Tensor,
-        adapt: Mapping[str, Any],
-        /,
-        *,
-        should_stop: StopFn | None = None,
-    ) -> Tensor: ...
-
-
-@dataclass(frozen=True)
-class AlgorithmEntry:
-    """One registered algorithm: how to validate its config, train it and (images) classify with it."""
-
-    name: str
-    domain: str
-    train: TrainFn
-    validate: ValidateFn | None
-    classify: ClassifyFn | None
-    data_type: type | None
-
-
-REGISTRY: dict[tuple[str, str], AlgorithmEntry] = {}
-"""``(algorithm, domain)`` -> entry; the full registry."""
-
-ALGORITHMS: dict[str, TrainFn] = {}
-"""``algorithm`` -> train function (the image-domain one when a name exists in several domains)."""
-
-BUILTIN_MODULES: tuple[str, ...] = (
-    "learning.engine.algorithms.maml",
-    "learning.engine.algorithms.reptile",
-    "learning.engine.algorithms.protonet",
-    "learning.engine.algorithms.siamese",
-)
-PLUGIN_MODULES: list[str] = [
-    "learning.engine.algorithms.neural_process",
-    "learning.engine.algorithms.function_maml",
-    "learning.engine.transfer",
-]
-"""Modules imported on demand (by :func:`load_plugins`) that register more algorithms or model archs."""
-
-_plugins_loaded = False
-
-
-def register_algorithm(
-    name: str,
-    train_fn: TrainFn,
-    *,
-    validate: ValidateFn | None = None,
-    classify: ClassifyFn | None = None,
-    domain: str = "image",
-    data_type: type | None = None,
-) -> None:
-    """Add (or replace) ``name`` for ``domain``; see the module docstring. Returns None."""
-    if data_type is None and domain == "image":
-        data_type = ImageArrays
-    entry = AlgorithmEntry(name, domain, train_fn, validate, classify, data_type)
-    REGISTRY[(name, domain)] = entry
-    if domain == "image" or name not in ALGORITHMS:
-        ALGORITHMS[name] = train_fn
-
-
-def load_plugins() -> None:
-    """Import every module in :data:`PLUGIN_MODULES` once; a module that does not exist is skipped.
-
-    Any other import error propagates: a plugin that exists but fails must be seen.
-    """
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    # Only now: a plugin that failed to import raises again on the next lookup instead of
-    # silently leaving its algorithms unknown.
-    _plugins_loaded = True
-
-
-def available_algorithms() -> dict[str, list[str]]:
-    """``{domain: sorted algorithm names}`` of everything registered (plugins loaded)."""
-    load_plugins()
-    out: dict[str, list[str]] = {}
-    for name, domain in REGISTRY:
-        out.setdefault(domain, []).append(name)
-    return {d: sorted(v) for d, v in sorted(out.items())}
-
-
-def get_entry(name: str, domain: str | None = None, data: object = None) -> AlgorithmEntry:
-    """The registry entry for ``name``; ``domain`` None means: infer from ``data`` or the only one.
-
-    Raises :class:`ConfigError` (field ``algorithm`` or ``domain``) when nothing matches.
-    """
-    candidates = [e for (n, _), e in REGISTRY.items() if n == name]
-    # Plugins are imported only when the built-ins cannot answer, so a broken plugin never
-    # breaks the image algorithms; but a name the built-ins share (maml) may have its
-    # asked-for domain, or the variant for this data, in a plugin.
-    missing_domain = domain is not None and all(e.domain != domain for e in candidates)
-    missing_data_type = data is not None and not any(
-        e.data_type is not None and isinstance(data, e.data_type) for e in candidates
-    )
-    if not candidates or missing_domain or missing_data_type:
-        load_plugins()
-        candidates = [e for (n, _), e in REGISTRY.items() if n == name]
-    if not candidates:
-        known = sorted({n for n, _ in REGISTRY})
-        raise ConfigError("algorithm", f"unknown algorithm {name!r}; known: {known}")
-    if domain is not None:
-        for e in candidates:
-            if e.domain == domain:
-                return e
-        raise ConfigError(
-            "domain",
-            f"algorithm {name!r} has no {domain!r} variant; domains: {sorted(e.domain for e in candidates)}",
-        )
-    if data is not None:
-        matching = [e for e in candidates if e.data_type is not None and isinstance(data, e.data_type)]
-        if len(matching) == 1:
-            return matching[0]
-    if len(candidates) == 1:
-        return candidates[0]
-    for e in candidates:
-        if e.domain == "image":
-            return e
-    raise ConfigError("domain", f"algorithm {name!r} exists for several domains; set 'domain'")
+MODULES: tuple[ModuleType, ...] = (maml, reptile, protonet, siamese, neural_process, function_maml, transfer)
+"""The modules that register the algorithms (all imported with this package)."""
 
 
 def validate_config(config: Mapping[str, Any], data: object = None) -> dict[str, Any]:
@@ -205,12 +83,26 @@ def validate_config(config: Mapping[str, Any], data: object = None) -> dict[str,
     if domain is not None and not isinstance(domain, str):
         raise ConfigError("domain", f"must be a string, got {domain!r}")
     entry = get_entry(name, domain, data)
-    out = dict(config)
-    out["domain"] = entry.domain
-    if entry.validate is not None:
-        out = entry.validate(out)
-        out["domain"] = entry.domain
-    return out
+    given = {**_without_retired(config), "domain": entry.domain}
+    return as_dict(parse(entry.config, given))
+
+
+_RETIRED = ("eval_episodes", "eval_classes", "eval_groups", "eval_within_group")
+_RETIRED_TRANSFER = ("eval_n_way", "eval_k_shot", "eval_query")
+
+
+def _without_retired(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without the evaluation settings that configs stored before the protocol moved
+    to :mod:`learning.engine.experiments` carry with their "no evaluation" values.
+
+    A job queued before an upgrade must still resume; asking for an evaluation this way is refused.
+    """
+    if config.get("eval_episodes"):
+        raise ConfigError(
+            "eval_episodes",
+            "training no longer evaluates; use learning.engine.experiments.meta_train_and_evaluate",
+        )
+    return {k: v for k, v in config.items() if k not in _RETIRED + _RETIRED_TRANSFER}
 
 
 def train(
@@ -241,7 +133,7 @@ def train(
 
 
 __all__ = [
-    "ALGORITHMS",
+    "MODULES",
     "REGISTRY",
     "AlgorithmEntry",
     "ClassifyFn",
@@ -250,11 +142,7 @@ __all__ = [
     "TrainResult",
     "available_algorithms",
     "get_entry",
-    "load_plugins",
     "register_algorithm",
     "train",
     "validate_config",
 ]
-
-for _module in BUILTIN_MODULES:
-    importlib.import_module(_module)

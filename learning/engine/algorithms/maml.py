@@ -14,49 +14,44 @@ with :func:`learning.engine.loop.run_training` directly.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms import register_algorithm
-from learning.engine.algorithms._common import (
-    final_evaluation,
-    image_setup,
-    task_chunk,
-    validate_image_config,
-)
+from learning.engine.algorithms._common import image_setup, task_chunk
+from learning.engine.algorithms.registry import register_algorithm
+from learning.engine.algorithms.settings import InnerLoopConfig
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.functional import batched_adapt_predict, check_functional_safe, maml_train_step
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
 from learning.engine.nets import build_model
 
-MAML_DEFAULTS: dict[str, Any] = {
-    "steps": 2000,
-    "meta_batch": 32,
-    "outer_lr": 1e-3,
-    "query": 5,
-    "inner_lr": 0.4,
-    "inner_steps": 1,
-}
+
+@dataclass(frozen=True)
+class MAMLConfig(InnerLoopConfig):
+    """MAML and first-order MAML on images (Conv4; the shared image settings and inner loop).
+
+    The defaults are the Omniglot setting of Finn et al. 2017 (inner step 0.4, one step,
+    32 tasks a batch, Adam 1e-3).
+    """
 
 
-def validate_maml_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The complete MAML/FOMAML config (see :mod:`learning.engine.algorithms._common`); raises ConfigError."""
-    return validate_image_config(config, MAML_DEFAULTS, inner_loop=True)
-
-
-def _train(
+def train_maml(
     config: dict[str, Any],
     data: ImageArrays,
     *,
-    first_order: bool,
-    on_progress: ProgressFn | None,
-    should_stop: StopFn | None,
-    checkpoint: CheckpointStore | None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    checkpoint: CheckpointStore | None = None,
 ) -> TrainResult:
+    """MAML on ``data`` (first order when ``config["algorithm"]`` is ``fomaml``); ``config`` already
+    validated. Returns the :class:`TrainResult`."""
+    name = config["algorithm"]
+    first_order = name == "fomaml"
     setup = image_setup(config, data)
     sampler = setup.sampler(data, config["seed"])
     task = config["task"]
@@ -85,7 +80,6 @@ def _train(
         accuracy = (outputs.argmax(-1) == tasks.y_query).float().mean().item()
         return StepOutput(loss=loss, metrics={"query_accuracy": accuracy})
 
-    name = "fomaml" if first_order else "maml"
     return run_training(
         algorithm=name,
         config=config,
@@ -99,46 +93,7 @@ def _train(
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=lambda: final_evaluation(name, config, setup, data, model, adapt),
         train_class_names=[data.class_names[c] for c in setup.train_classes],
-    )
-
-
-def train_maml(
-    config: dict[str, Any],
-    data: ImageArrays,
-    *,
-    on_progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    checkpoint: CheckpointStore | None = None,
-) -> TrainResult:
-    """Second-order MAML on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
-    return _train(
-        config,
-        data,
-        first_order=False,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        checkpoint=checkpoint,
-    )
-
-
-def train_fomaml(
-    config: dict[str, Any],
-    data: ImageArrays,
-    *,
-    on_progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    checkpoint: CheckpointStore | None = None,
-) -> TrainResult:
-    """First-order MAML on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
-    return _train(
-        config,
-        data,
-        first_order=True,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        checkpoint=checkpoint,
     )
 
 
@@ -168,5 +123,9 @@ def classify_adapted(
     )
 
 
-register_algorithm("maml", train_maml, validate=validate_maml_config, classify=classify_adapted)
-register_algorithm("fomaml", train_fomaml, validate=validate_maml_config, classify=classify_adapted)
+register_algorithm(
+    "maml", train_maml, config=MAMLConfig, label="MAML (second order)", classify=classify_adapted
+)
+register_algorithm(
+    "fomaml", train_maml, config=MAMLConfig, label="First-order MAML", classify=classify_adapted
+)

@@ -10,25 +10,29 @@ query logits are minus the squared Euclidean distances to the prototypes. Adam w
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms import register_algorithm
-from learning.engine.algorithms._common import final_evaluation, image_setup, validate_image_config
+from learning.engine.algorithms._common import image_setup
+from learning.engine.algorithms.registry import register_algorithm
+from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, ImageConfig, episodes
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
 from learning.engine.nets import build_model
+from learning.engine.params import section
 
-PROTONET_DEFAULTS: dict[str, Any] = {"steps": 2000, "meta_batch": 1, "outer_lr": 1e-3, "query": 15}
 
+@dataclass(frozen=True)
+class ProtoNetConfig(ImageConfig):
+    """Prototypical Networks on images: one episode a step with 15 queries per class, as in the paper."""
 
-def validate_protonet_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The complete ProtoNet config (no inner loop settings)."""
-    return validate_image_config(config, PROTONET_DEFAULTS, inner_loop=False)
+    task: EpisodeSection = section(lambda: episodes(query=15), "the meta-training episodes")
+    meta_batch: int = META_BATCH.field(1)
 
 
 def prototype_logits(support: Tensor, y_support: Tensor, query: Tensor, n_way: int) -> Tensor:
@@ -92,7 +96,6 @@ def train_protonet(
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=lambda: final_evaluation("protonet", config, setup, data, model, {}),
         train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
@@ -114,4 +117,10 @@ def classify_protonet(
     return torch.stack([_episode_logits(model, xs[b], ys[b], xq[b], n_way) for b in range(xs.shape[0])])
 
 
-register_algorithm("protonet", train_protonet, validate=validate_protonet_config, classify=classify_protonet)
+register_algorithm(
+    "protonet",
+    train_protonet,
+    config=ProtoNetConfig,
+    label="Prototypical Networks",
+    classify=classify_protonet,
+)

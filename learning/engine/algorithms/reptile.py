@@ -15,6 +15,7 @@ with MAML and needs no per-task optimizer state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,34 +23,36 @@ from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
-from learning.engine.algorithms import register_algorithm
-from learning.engine.algorithms._common import (
-    final_evaluation,
-    image_setup,
-    task_chunk,
-    validate_image_config,
-)
+from learning.engine.algorithms._common import image_setup, task_chunk
 from learning.engine.algorithms.maml import classify_adapted
+from learning.engine.algorithms.registry import register_algorithm
+from learning.engine.algorithms.settings import (
+    EVAL_INNER_STEPS,
+    INNER_LR,
+    INNER_STEPS,
+    META_BATCH,
+    OUTER_LR,
+    InnerLoopConfig,
+)
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.functional import Params, check_functional_safe, model_params
 from learning.engine.loop import ProgressFn, StepInterrupted, StepOutput, StopFn, TrainResult, run_training
 from learning.engine.nets import build_model
 
-REPTILE_DEFAULTS: dict[str, Any] = {
-    "steps": 2000,
-    "meta_batch": 5,
-    "outer_lr": 1.0,
-    "query": 5,
-    "inner_lr": 0.1,
-    "inner_steps": 5,
-    "eval_inner_steps": 10,
-}
 
+@dataclass(frozen=True)
+class ReptileConfig(InnerLoopConfig):
+    """Reptile on images (Nichol et al. 2018): 5 SGD steps of 0.1 per task, 5 tasks a step.
 
-def validate_reptile_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The complete Reptile config (``outer_lr`` is the initial meta step size, 1.0 by default)."""
-    return validate_image_config(config, REPTILE_DEFAULTS, inner_loop=True)
+    ``outer_lr`` is the initial meta step size (1.0), annealed linearly to 0.
+    """
+
+    meta_batch: int = META_BATCH.field(5)
+    outer_lr: float = OUTER_LR.field(1.0, help="initial meta step size, annealed linearly to 0")
+    inner_lr: float = INNER_LR.field(0.1)
+    inner_steps: int = INNER_STEPS.field(5)
+    eval_inner_steps: int = EVAL_INNER_STEPS.field(10)
 
 
 def train_reptile(
@@ -118,9 +121,8 @@ def train_reptile(
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=lambda: final_evaluation("reptile", config, setup, data, model, adapt_cfg),
         train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
 
-register_algorithm("reptile", train_reptile, validate=validate_reptile_config, classify=classify_adapted)
+register_algorithm("reptile", train_reptile, config=ReptileConfig, label="Reptile", classify=classify_adapted)

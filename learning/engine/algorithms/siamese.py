@@ -14,14 +14,16 @@ so the comparison with the other algorithms is about the method, not the backbon
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms import register_algorithm
-from learning.engine.algorithms._common import final_evaluation, image_setup, validate_image_config
+from learning.engine.algorithms._common import image_setup
+from learning.engine.algorithms.registry import register_algorithm
+from learning.engine.algorithms.settings import META_BATCH, ImageConfig
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
@@ -29,17 +31,18 @@ from learning.engine.episodes import EpisodeError, PairSampler
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
 from learning.engine.nets import SiameseNet, build_model
 
-SIAMESE_DEFAULTS: dict[str, Any] = {"steps": 2000, "meta_batch": 64, "outer_lr": 1e-3, "query": 5}
 
+@dataclass(frozen=True)
+class SiameseConfig(ImageConfig):
+    """Siamese verification networks (Koch et al. 2015); ``meta_batch`` is pairs per step."""
 
-def validate_siamese_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The complete Siamese config; ``meta_batch`` is the number of pairs per step (>= 2)."""
-    out = validate_image_config(config, SIAMESE_DEFAULTS, inner_loop=False)
-    if out["meta_batch"] < 2:
-        raise ConfigError(
-            "meta_batch", f"siamese needs >= 2 pairs per step (same and different), got {out['meta_batch']}"
-        )
-    return out
+    meta_batch: int = META_BATCH.field(64, help="pairs per step (same and different)")
+
+    def check(self) -> None:
+        if self.meta_batch < 2:
+            raise ConfigError(
+                "meta_batch", f"siamese needs >= 2 pairs per step (same and different), got {self.meta_batch}"
+            )
 
 
 def train_siamese(
@@ -94,7 +97,6 @@ def train_siamese(
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=lambda: final_evaluation("siamese", config, setup, data, model, {}),
         train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
@@ -126,4 +128,6 @@ def classify_siamese(
     return torch.stack(out)
 
 
-register_algorithm("siamese", train_siamese, validate=validate_siamese_config, classify=classify_siamese)
+register_algorithm(
+    "siamese", train_siamese, config=SiameseConfig, label="Siamese network", classify=classify_siamese
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.errors import InvalidInput
-from tasks_app import services
+from tasks_app import runtime, services
 from tasks_app.management.commands._shared import ConsoleProgress, json_option, owner_from, report
 
 
@@ -60,5 +60,5 @@ class Command(BaseCommand):
             self.stdout.write(f"job {job.pk} queued on {job.queue}")
             return
         self.stdout.write(f"job {job.pk}: training in the foreground")
-        services.job_run(job_id=job.pk, worker_host="cli", also_report=ConsoleProgress(self.stdout))
+        runtime.job_run(job_id=job.pk, worker_host="cli", also_report=ConsoleProgress(self.stdout))
         report(self, job)

@@ -24,8 +24,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from kbsite import embedded
+from tasks_app.runtime import jobs_requeue_lost, process_alive
 from tasks_app.selectors import running_worker_hosts
-from tasks_app.services import jobs_requeue_lost, process_alive
 from tasks_app.supervisor import Supervisor
 
 STOP_GRACE_SECONDS = 20

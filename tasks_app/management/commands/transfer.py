@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.errors import InvalidInput
-from tasks_app import services
+from tasks_app import runtime, services
 from tasks_app.management.commands._shared import ConsoleProgress, json_option, owner_from, report
 
 
@@ -51,5 +51,5 @@ class Command(BaseCommand):
         if opts["queue"]:
             self.stdout.write(f"job {job.pk} queued on {job.queue}")
             return
-        services.job_run(job_id=job.pk, worker_host="cli", also_report=ConsoleProgress(self.stdout))
+        runtime.job_run(job_id=job.pk, worker_host="cli", also_report=ConsoleProgress(self.stdout))
         report(self, job)

@@ -1,0 +1,54 @@
+"""The site's view of the engine's algorithm registry, the one list of algorithms and their settings.
+
+Forms, the API, its schema and the catalog read which algorithms exist, what they are
+called and which settings they take from here; the engine's registry
+(:mod:`learning.engine.algorithms`) is the only place that lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from learning.engine.algorithms import REGISTRY, AlgorithmEntry, offered
+from learning.engine.params import FormParam, form_params, json_schema
+
+SITE_SET = {
+    "meta_train": ("algorithm", "domain", "task"),
+    "transfer": ("algorithm", "domain", "target", "source_model"),
+}
+"""Settings the site fills from the catalog (the task spec, the target split), never a user."""
+
+
+def engine_domain(is_image: bool) -> str:
+    """The engine's name for a catalog domain's kind of data."""
+    return "image" if is_image else "function"
+
+
+def meta_train_algorithms(is_image: bool | None = None) -> list[AlgorithmEntry]:
+    """The algorithms the site meta-trains (on image or function domains; None: both)."""
+    return offered("meta_train", None if is_image is None else engine_domain(is_image))
+
+
+def transfer_methods() -> list[AlgorithmEntry]:
+    """The transfer methods the site runs (each compared with the ``scratch`` baseline)."""
+    return offered("transfer")
+
+
+def image_model_algorithms() -> tuple[str, ...]:
+    """Algorithms whose models are Conv4 image backbones: those that transfer and can be scored."""
+    return tuple(dict.fromkeys(e.name for e in REGISTRY.values() if e.domain == "image" and e.classify))
+
+
+def form_settings(entry: AlgorithmEntry) -> list[FormParam]:
+    """The settings of ``entry`` that the launch form offers."""
+    return [p for p in form_params(entry.config) if p.name not in SITE_SET[_kind(entry)]]
+
+
+def hyperparameters_schema(entry: AlgorithmEntry) -> dict[str, Any]:
+    """The JSON schema of the ``hyperparameters`` a job of ``entry`` accepts."""
+    schema = json_schema(entry.config, exclude=SITE_SET[_kind(entry)])
+    return {**schema, "title": entry.name, "description": entry.label}
+
+
+def _kind(entry: AlgorithmEntry) -> str:
+    return "transfer" if entry.kind in ("transfer", "baseline") else "meta_train"
