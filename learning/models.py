@@ -10,20 +10,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-IMAGE_MODEL_ALGORITHMS = (
-    "protonet",
-    "maml",
-    "fomaml",
-    "reptile",
-    "siamese",
-    "finetune",
-    "feature",
-    "instance",
-    "rkd",
-    "scratch",
-)
-"""Algorithms whose models are Conv4 image backbones: those that transfer and can be scored."""
-
 
 class Visibility(models.TextChoices):
     PUBLIC = "public", "Public"

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning import selectors
+from learning.algorithms import image_model_algorithms
 from learning.artifacts import artifact_read
-from learning.models import IMAGE_MODEL_ALGORITHMS, Evaluation, MetaModel, SourceDomain
+from learning.models import Evaluation, MetaModel, SourceDomain
 
 EXAMPLES_PER_CLASS = 10
 MAX_CLASSES = 50
@@ -78,7 +79,7 @@ def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
     from learning.engine.transferability import kendall_tau
 
     images, labels = _target_sample(target)
-    models = selectors.metamodel_list(user=user).filter(algorithm__in=IMAGE_MODEL_ALGORITHMS)[:MAX_MODELS]
+    models = selectors.metamodel_list(user=user).filter(algorithm__in=image_model_algorithms())[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
     measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
     recommendations = []

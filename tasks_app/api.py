@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -11,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from learning.algorithms import hyperparameters_schema, meta_train_algorithms, transfer_methods
 from learning.errors import InvalidInput
 from learning.models import Visibility
 from tasks_app import selectors, services
@@ -68,6 +70,52 @@ class TaskInputSerializer(serializers.Serializer):
     split = serializers.JSONField(required=False)
 
 
+class AlgorithmNameField(serializers.CharField):
+    """An algorithm's name; the schema lists those the site meta-trains."""
+
+
+class TransferMethodField(serializers.CharField):
+    """A transfer method's name; the schema lists those the site runs."""
+
+
+class HyperparametersField(serializers.DictField):
+    """The algorithm's (or method's) settings; the schema gives each one's declaration."""
+
+
+class AlgorithmNameExtension(OpenApiSerializerFieldExtension):
+    target_class = AlgorithmNameField
+
+    def map_serializer_field(self, auto_schema, direction):
+        names = [e.name for e in meta_train_algorithms()]
+        return {"type": "string", "enum": list(dict.fromkeys(names)), "description": "for meta_train jobs"}
+
+
+class TransferMethodExtension(OpenApiSerializerFieldExtension):
+    target_class = TransferMethodField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "type": "string",
+            "enum": [e.name for e in transfer_methods()],
+            "description": "for transfer jobs",
+        }
+
+
+class HyperparametersExtension(OpenApiSerializerFieldExtension):
+    """Generated at request time from the engine's config declarations, so it always matches them."""
+
+    target_class = HyperparametersField
+
+    def map_serializer_field(self, auto_schema, direction):
+        entries = [*meta_train_algorithms(), *transfer_methods()]
+        return {
+            "type": "object",
+            "description": "Settings of the algorithm or transfer method; omitted ones take its default. "
+            "One schema per algorithm (its title) or method.",
+            "oneOf": [hyperparameters_schema(entry) for entry in entries],
+        }
+
+
 class JobCreateSerializer(serializers.Serializer):
     """The launch request; shapes only. The service checks it against the catalog and the engine.
 
@@ -79,12 +127,12 @@ class JobCreateSerializer(serializers.Serializer):
         choices=[Job.Kind.META_TRAIN, Job.Kind.TRANSFER], default=Job.Kind.META_TRAIN
     )
     domain = serializers.SlugField()
-    algorithm = serializers.CharField(max_length=40, required=False)
+    algorithm = AlgorithmNameField(max_length=40, required=False)
     source_model = serializers.IntegerField(required=False)
-    method = serializers.CharField(max_length=40, required=False)
+    method = TransferMethodField(max_length=40, required=False)
     task_spec = serializers.IntegerField(required=False, allow_null=True)
     task = TaskInputSerializer(required=False)
-    hyperparameters = serializers.DictField(required=False, default=dict)
+    hyperparameters = HyperparametersField(required=False, default=dict)
     model_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     eval_episodes = serializers.IntegerField(default=MIN_EVAL_EPISODES)
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)

@@ -1,24 +1,79 @@
-"""The launch form: the same validation as the API, through the same service."""
+"""The launch forms: the same validation as the API, through the same service.
+
+The algorithm choices and their settings' fields come from the engine's registry and
+config declarations (:mod:`learning.algorithms`); nothing here lists them again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django import forms
 
+from learning.algorithms import form_settings, meta_train_algorithms, transfer_methods
+from learning.engine.algorithms import AlgorithmEntry
+from learning.engine.params import FormParam
 from learning.models import Visibility
-from tasks_app.engine_config import HYPERPARAMETERS, IMAGE_ALGORITHMS, MIN_EVAL_EPISODES
+from tasks_app.engine_config import MIN_EVAL_EPISODES
 
-ALGORITHM_CHOICES = [
-    ("protonet", "Prototypical Networks"),
-    ("maml", "MAML (second order)"),
-    ("fomaml", "First-order MAML"),
-    ("reptile", "Reptile"),
-    ("siamese", "Siamese network"),
-    ("cnp", "Conditional Neural Process (functions)"),
-    ("np", "Neural Process (functions)"),
-]
+FIRST_JOB_INITIAL = {"steps": 500, "meta_batch": 4}
+"""The form's initial values where they differ from the algorithms' defaults: a first job that
+finishes in minutes on a CPU. The defaults themselves are the papers' full-length settings."""
 
 
-class MetaTrainForm(forms.Form):
+def _setting_field(param: FormParam, initial: dict[str, object]) -> forms.Field:
+    spec = param.spec
+    options = {
+        "required": False,
+        "label": spec.label or param.name.replace("_", " ").capitalize(),
+        "help_text": spec.help,
+        "initial": initial.get(param.name, param.default),
+    }
+    # The bounds are checked once, by the engine, with the API's words; the browser gets them as hints.
+    hints = {k: v for k, v in (("min", spec.minimum), ("max", spec.maximum)) if v is not None}
+    if param.type is bool:
+        return forms.BooleanField(**options)
+    if param.type is int:
+        return forms.IntegerField(widget=forms.NumberInput(attrs=hints), **options)
+    if param.type is float:
+        return forms.FloatField(widget=forms.NumberInput(attrs={**hints, "step": "any"}), **options)
+    if spec.choices is not None:
+        return forms.ChoiceField(choices=[("", "default")] + [(c, c) for c in spec.choices], **options)
+    return forms.CharField(**options)
+
+
+class SettingsMixin:
+    """Adds a field per declared setting of the offered algorithms (empty: that algorithm's default).
+
+    Each field names the algorithms that take it in ``data-algorithms``.
+    """
+
+    def add_setting_fields(
+        self, entries: Sequence[AlgorithmEntry], initial: dict[str, object] | None = None
+    ) -> None:
+        takes: dict[str, list[str]] = {}
+        for entry in entries:
+            for param in form_settings(entry):
+                # A field the form declares itself (seed: the task spec's too) is kept as declared.
+                if param.name not in takes and param.name not in self.fields:
+                    self.fields[param.name] = _setting_field(param, initial or {})
+                takes.setdefault(param.name, []).append(entry.name)
+        for name, algorithms in takes.items():
+            self.fields[name].widget.attrs["data-algorithms"] = " ".join(algorithms)
+        self.setting_names = list(takes)
+        self.settings_of = {e.name: [p.name for p in form_settings(e)] for e in entries}
+
+    @property
+    def setting_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.setting_names]
+
+    def hyperparameters(self, algorithm: str) -> dict:
+        """The settings of ``algorithm`` the user filled in."""
+        data = self.cleaned_data
+        return {k: data[k] for k in self.settings_of.get(algorithm, ()) if data.get(k) not in (None, "")}
+
+
+class MetaTrainForm(SettingsMixin, forms.Form):
     domain = forms.ChoiceField(help_text="The source domain to meta-train on.")
     task_spec = forms.ChoiceField(
         required=False, help_text="An existing task spec, or leave empty to define one."
@@ -27,16 +82,8 @@ class MetaTrainForm(forms.Form):
     k_shot = forms.IntegerField(initial=1, min_value=1, label="K-shot")
     query_size = forms.IntegerField(initial=15, min_value=1, label="Queries per class")
     within_group = forms.BooleanField(required=False, label="Episodes within one group (e.g. alphabet)")
-    algorithm = forms.ChoiceField(choices=ALGORITHM_CHOICES, initial="protonet")
-    steps = forms.IntegerField(initial=500, help_text="Meta-training steps (episodes or meta-batches).")
-    meta_batch = forms.IntegerField(initial=4, help_text="Tasks per meta-update.")
-    outer_lr = forms.FloatField(initial=0.001, label="Outer learning rate")
-    inner_lr = forms.FloatField(
-        initial=0.4, label="Inner learning rate", help_text="MAML family and Reptile."
-    )
-    inner_steps = forms.IntegerField(initial=1, help_text="MAML family and Reptile.")
-    lr = forms.FloatField(initial=0.0005, label="Learning rate", help_text="Neural Processes.")
-    seed = forms.IntegerField(initial=0, min_value=0)
+    algorithm = forms.ChoiceField(initial="protonet")
+    seed = forms.IntegerField(initial=0, min_value=0, help_text="Seeds the task spec and the training.")
     eval_episodes = forms.IntegerField(
         initial=MIN_EVAL_EPISODES, help_text="Meta-test episodes (at least 600)."
     )
@@ -51,14 +98,17 @@ class MetaTrainForm(forms.Form):
         self.fields["task_spec"].choices = [("", "— define a new one below —")] + [
             (str(s.pk), f"{s.name} · {s.domain.name} (#{s.pk})") for s in task_specs
         ]
+        entries = meta_train_algorithms()
+        self.fields["algorithm"].choices = [
+            (e.name, e.label if e.domain == "image" else f"{e.label} (functions)") for e in entries
+        ]
+        self.add_setting_fields(entries, FIRST_JOB_INITIAL)
 
     def service_arguments(self) -> dict:
         """The keyword arguments of ``job_create_meta_train`` from the cleaned data."""
         data = self.cleaned_data
         algorithm = data["algorithm"]
-        hyperparameters = {
-            key: data[key] for key in HYPERPARAMETERS.get(algorithm, ()) if data.get(key) is not None
-        }
+        hyperparameters = self.hyperparameters(algorithm)
         task = None
         if not data.get("task_spec"):
             task = {key: data[key] for key in ("n_way", "k_shot", "query_size", "within_group", "seed")}
@@ -75,29 +125,17 @@ class MetaTrainForm(forms.Form):
 
     @property
     def image_algorithms(self) -> tuple[str, ...]:
-        return IMAGE_ALGORITHMS
+        return tuple(e.name for e in meta_train_algorithms(is_image=True))
 
 
-TRANSFER_METHOD_CHOICES = [
-    ("finetune", "Parameter transfer: fine-tune the source (optionally with L2-SP)"),
-    ("feature", "Feature-representation transfer: frozen backbone, new head"),
-    ("instance", "Instance transfer: reweighted source examples with the target's"),
-    ("rkd", "Relational-knowledge transfer: distill the source's relations (RKD)"),
-]
-
-
-class TransferForm(forms.Form):
+class TransferForm(SettingsMixin, forms.Form):
     source_model = forms.ChoiceField(help_text="The knowledge-base model to transfer from.")
     domain = forms.ChoiceField(label="Target domain", help_text="The new image domain.")
     task_spec = forms.ChoiceField(required=False, help_text="A task spec of the target, or define one below.")
     n_way = forms.IntegerField(initial=5, min_value=1, label="N-way")
     query_size = forms.IntegerField(initial=15, min_value=1, label="Queries per class")
     seed = forms.IntegerField(initial=0, min_value=0)
-    method = forms.ChoiceField(choices=TRANSFER_METHOD_CHOICES, initial="finetune")
-    steps = forms.IntegerField(
-        initial=200, help_text="Training steps, for the transfer and for the baseline."
-    )
-    lr = forms.FloatField(initial=0.001, label="Learning rate")
+    method = forms.ChoiceField(initial="finetune")
     eval_episodes = forms.IntegerField(
         initial=MIN_EVAL_EPISODES, help_text="Episodes per shot count (≥ 600)."
     )
@@ -113,6 +151,9 @@ class TransferForm(forms.Form):
         self.fields["task_spec"].choices = [("", "— define a new one below —")] + [
             (str(s.pk), f"{s.name} · {s.domain.name} (#{s.pk})") for s in task_specs
         ]
+        methods = transfer_methods()
+        self.fields["method"].choices = [(m.name, m.label) for m in methods]
+        self.add_setting_fields(methods)
 
     def service_arguments(self) -> dict:
         """The keyword arguments of ``job_create_transfer`` from the cleaned data."""
@@ -129,7 +170,7 @@ class TransferForm(forms.Form):
             "source_model_id": data["source_model"],
             "target_domain_slug": data["domain"],
             "method": data["method"],
-            "hyperparameters": {"steps": data["steps"], "lr": data["lr"], "seed": data["seed"]},
+            "hyperparameters": self.hyperparameters(data["method"]),
             "task_spec_id": data.get("task_spec") or None,
             "task": task,
             "eval_episodes": data["eval_episodes"],

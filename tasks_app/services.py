@@ -13,9 +13,10 @@ from django.http import Http404
 from django.utils import timezone
 
 from learning import selectors as catalog
+from learning.algorithms import image_model_algorithms
 from learning.artifacts import artifacts_delete
 from learning.errors import InvalidInput
-from learning.models import IMAGE_MODEL_ALGORITHMS, SourceDomain, TaskSpec, Visibility
+from learning.models import SourceDomain, TaskSpec, Visibility
 from learning.services.domains import domain_upload_stage
 from learning.services.task_specs import split_classes, task_spec_create
 from tasks_app.engine_config import (
@@ -142,7 +143,7 @@ def job_create_evaluate(
         model = catalog.metamodel_get(user=owner, pk=int(model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {model_id!r}", field="model") from exc
-    if model.algorithm not in IMAGE_MODEL_ALGORITHMS:
+    if model.algorithm not in image_model_algorithms():
         raise InvalidInput(f"{model.algorithm!r} models are not evaluated on image episodes", field="model")
     if task_spec_id in (None, ""):
         if model.task_spec is None:
@@ -193,7 +194,7 @@ def job_create_transfer(
         source = catalog.metamodel_get(user=owner, pk=int(source_model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {source_model_id!r}", field="source_model") from exc
-    if source.algorithm not in IMAGE_MODEL_ALGORITHMS:
+    if source.algorithm not in image_model_algorithms():
         raise InvalidInput(
             f"{source.algorithm!r} models have no image backbone to transfer", field="source_model"
         )

@@ -10,12 +10,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from learning import selectors as catalog
+from learning.algorithms import image_model_algorithms
 from learning.errors import InvalidInput
-from learning.models import IMAGE_MODEL_ALGORITHMS, SourceDomain
+from learning.models import SourceDomain
 from tasks_app import selectors, services
 from tasks_app.forms import MetaTrainForm, TransferForm
-
-FORM_FIELDS = set(MetaTrainForm.base_fields)
 
 
 @login_required
@@ -36,7 +35,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
         try:
             job = services.job_create_meta_train(owner=request.user, **form.service_arguments())
         except InvalidInput as err:
-            form.add_error(err.field if err.field in FORM_FIELDS else None, err.message)
+            form.add_error(err.field if err.field in form.fields else None, err.message)
         else:
             messages.success(request, f"Job {job.pk} is queued.")
             return redirect("job-detail", pk=job.pk)
@@ -48,7 +47,7 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
     user = request.user
     choices = {
         "models": catalog.metamodel_list(user=user)
-        .filter(algorithm__in=IMAGE_MODEL_ALGORITHMS)
+        .filter(algorithm__in=image_model_algorithms())
         .order_by("name"),
         "domains": catalog.domain_list(user=user).filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION),
         "task_specs": catalog.task_spec_list(user=user).filter(
@@ -61,7 +60,7 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
         try:
             job = services.job_create_transfer(owner=user, **form.service_arguments())
         except InvalidInput as err:
-            form.add_error(err.field if err.field in TransferForm.base_fields else None, err.message)
+            form.add_error(err.field if err.field in form.fields else None, err.message)
         else:
             messages.success(request, f"Job {job.pk} is queued.")
             return redirect("job-detail", pk=job.pk)

@@ -1,12 +1,17 @@
-"""Shared fixtures: artifacts in a temporary folder, a real Redis, users and clients."""
+"""Shared fixtures: artifacts in a temporary folder, a real Redis, users and clients, Omniglot splits."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from kbsite import embedded
+from learning.engine.data import ImageArrays
+from learning.engine.omniglot import load_omniglot_zip
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +65,27 @@ def stranger_client(stranger):
     client = APIClient()
     client.force_authenticate(stranger)
     return client
+
+
+OMNIGLOT_DIR = Path(
+    os.environ.get("METAKB_OMNIGLOT_DIR", Path(__file__).resolve().parents[1].parent / "shared/data/omniglot")
+)
+
+
+def _load(name: str) -> ImageArrays:
+    path = OMNIGLOT_DIR / name
+    if not path.exists():
+        pytest.fail(f"Omniglot test data missing: {path} (set METAKB_OMNIGLOT_DIR)")
+    return load_omniglot_zip(path)
+
+
+@pytest.fixture(scope="session")
+def omniglot_small1() -> ImageArrays:
+    """images_background_small1 (Balinese, Early_Aramaic, Greek, Korean, Latin), 28x28, ink high."""
+    return _load("images_background_small1.zip")
+
+
+@pytest.fixture(scope="session")
+def omniglot_small2() -> ImageArrays:
+    """images_background_small2 (Greek, Japanese_(katakana), Latin, Sanskrit, Tagalog), 28x28, ink high."""
+    return _load("images_background_small2.zip")

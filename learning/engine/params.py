@@ -49,6 +49,8 @@ class Param:
     pattern: str | None = None
     """A regular expression a string must match in full, in addition to ``choices``."""
     help: str = ""
+    label: str = ""
+    """What a form calls the setting; empty: its name, spelled out."""
     form: bool = False
     """Offered on the launch form (the API accepts every setting)."""
     default_from: str | None = None
@@ -273,7 +275,10 @@ _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
 def json_schema(cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The JSON schema (OpenAPI 3 flavour) of ``cls``: types, bounds, choices, defaults, help."""
+    """The schema (OpenAPI 3.0 flavour: ``nullable``, boolean ``exclusiveMinimum``) of ``cls``.
+
+    Types, bounds, choices, defaults and help; ``exclude`` drops top-level settings.
+    """
     hints = _hints(cls)
     properties: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -291,8 +296,9 @@ def json_schema(cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         else:
             prop = {"type": _JSON_TYPES[tp]}
             if spec.minimum is not None:
-                key = "exclusiveMinimum" if spec.exclusive_minimum else "minimum"
-                prop[key] = spec.minimum
+                prop["minimum"] = spec.minimum
+                if spec.exclusive_minimum:
+                    prop["exclusiveMinimum"] = True
             if spec.maximum is not None:
                 prop["maximum"] = spec.maximum
             if spec.choices is not None and not spec.pattern:

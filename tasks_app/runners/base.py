@@ -2,22 +2,27 @@
 
 As NetBox's ``JobRunner``: ``tasks_app.runtime.job_run`` claims the job, then calls
 ``Runner(job, ...).run()`` inside its heartbeat and shutdown handling, and fails the job
-on any exception. A ``run()`` loads the data, makes one engine call and registers what
-it produced, ending with ``succeed()``, or with ``stopped()`` when the engine stopped
-early (a cancel, or a worker shutting down).
+on any exception. A ``run()`` loads the data, makes one call to the engine's experiment
+protocol (:mod:`learning.engine.experiments`) with :meth:`JobRunner.hooks`, and registers
+what the report holds, ending with ``succeed()``, or with ``stopped()`` when the engine
+stopped early (a cancel, or a worker shutting down).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from learning.artifacts import artifact_read
 from learning.builtin_domains import family_params
+from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import load_image_arrays
+from learning.engine.experiments import EpisodePlan, Hooks
 from learning.engine.functions import FunctionFamily
 from learning.engine.progress import ProgressFn, StopFn
 from learning.models import SourceDomain
+from learning.services.task_specs import split_classes
 from tasks_app.lifecycle import job_finish, job_finish_stopped
 from tasks_app.models import Job
 from tasks_app.recorder import JobProgressRecorder
@@ -48,11 +53,22 @@ class JobRunner:
         """Load the data, make one engine call, register the results; then ``succeed()`` or ``stopped()``."""
         raise NotImplementedError
 
-    def report(self, event: dict[str, Any]) -> None:
-        """``on_progress`` for the engine's training: the recorder, then ``also_report``."""
-        self.recorder(event)
-        if self.also_report is not None:
-            self.also_report(event)
+    def hooks(self, stores: Mapping[str, CheckpointStore] | None = None) -> Hooks:
+        """The experiment's hooks: progress to the job, its stop flag, ``stores`` by run name."""
+        stores = stores or {}
+        return Hooks(on_progress=self.progress, should_stop=self.should_stop, checkpoint_for=stores.get)
+
+    def progress(self, phase: str, event: dict[str, Any]) -> None:
+        """An experiment's progress: training steps (to ``also_report`` too) or evaluation episodes."""
+        if "step" in event:
+            self.recorder.phase = phase
+            self.recorder(event)
+            if self.also_report is not None:
+                self.also_report(event)
+        else:
+            self.recorder.phase_progress(
+                phase=phase, done=event["done"], total=event["total"], eta=event["eta_seconds"]
+            )
 
     def succeed(self, *, model=None, evaluations=()) -> None:
         """End the job as succeeded, linking the model and evaluations it produced."""
@@ -69,3 +85,18 @@ def domain_data(domain: SourceDomain):
     if domain.is_image:
         return load_image_arrays(io.BytesIO(artifact_read(domain.arrays_file)))
     return FunctionFamily.from_spec(*family_params(domain.generator))
+
+
+def episode_plan(job: Job) -> EpisodePlan:
+    """The held-out episodes of the job's task spec: its meta-test classes, ``eval_episodes`` of them."""
+    spec, domain = job.task_spec, job.domain
+    classes = split_classes(domain=domain, split=spec.split, part="meta_test") if domain.is_image else []
+    return EpisodePlan(
+        n_way=spec.n_way,
+        k_shot=spec.k_shot,
+        query=spec.query_size,
+        classes=classes,
+        within_group=spec.within_group,
+        episodes=job.config["eval_episodes"],
+        seed=spec.seed,
+    )

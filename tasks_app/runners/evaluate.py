@@ -1,13 +1,13 @@
-"""``evaluate`` jobs: a catalog model's accuracy on a task spec's meta-test classes, recorded."""
+"""``evaluate`` jobs: a catalog model's scores on a task spec's held-out episodes, recorded."""
 
 from __future__ import annotations
 
 from learning.artifacts import artifact_read
+from learning.engine.experiments import evaluate
 from learning.engine.weights import weights_from_bytes
 from learning.services.task_specs import split_classes
 from tasks_app.models import Job
-from tasks_app.runners.base import JobRunner, domain_data
-from tasks_app.runners.evaluation import EvaluationProgress, accuracy_row, evaluate_accuracy
+from tasks_app.runners.base import JobRunner, domain_data, episode_plan
 from tasks_app.runners.results import evaluations_record
 
 
@@ -20,21 +20,16 @@ class EvaluateRunner(JobRunner):
         job, model = self.job, self.job.source_model
         weights, model_config, algorithm = weights_from_bytes(artifact_read(model.weights_file))
         self.recorder.write(step=0, total=1, metrics={}, eta=None, phase="evaluating")
-        progress = EvaluationProgress(
-            self.recorder, self.should_stop, total_episodes=job.config["eval_episodes"]
-        )
-        shots = job.task_spec.k_shot
-        outcome = evaluate_accuracy(
-            job,
+        scores = evaluate(
+            algorithm,
+            weights,
+            model_config,
             domain_data(job.domain),
-            progress,
-            algorithm=algorithm,
-            weights=weights,
-            model_config=model_config,
-            shots=shots,
-            seen=self._classes_trained_on(),
+            episode_plan(job),
+            seen_class_names=self._classes_trained_on(),
+            hooks=self.hooks(),
         )
-        evaluations = evaluations_record(job, model, [accuracy_row(outcome, shots=shots)])
+        evaluations = evaluations_record(job, model, [score.as_dict() for score in scores])
         self.succeed(model=model, evaluations=evaluations)
 
     def _classes_trained_on(self) -> list[str] | None:

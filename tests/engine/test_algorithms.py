@@ -53,6 +53,13 @@ def test_validation_fills_defaults(algorithm):
     assert validate_config(full) == full
 
 
+def test_a_config_stored_before_evaluation_left_training_still_validates():
+    # given a job config of an earlier version, with its "no evaluation" settings
+    stored = {"algorithm": "maml", "eval_episodes": 0, "eval_classes": None, "eval_within_group": False}
+    # when validated / then it is today's config
+    assert validate_config(stored) == validate_config({"algorithm": "maml"})
+
+
 @pytest.mark.parametrize(
     ("change", "field", "text"),
     [
@@ -77,7 +84,7 @@ def test_validation_fills_defaults(algorithm):
         ),
         ({"model": {"arch": "resnet"}}, "model.arch", "got 'resnet'"),
         ({"model": []}, "model", "must be an object"),
-        ({"eval_episodes": 10}, "eval_episodes", "training no longer evaluates"),
+        ({"eval_episodes": 10}, "eval_episodes", "unknown setting 'eval_episodes'"),
         ({"domain": "audio"}, "domain", "no 'audio' variant"),
     ],
 )
@@ -167,6 +174,7 @@ def test_a_stop_request_takes_effect_within_a_second_mid_meta_batch(omniglot_sma
     assert latency < 1.0, latency
 
 
+@pytest.mark.slow
 def test_protonet_learns_to_classify_alphabets_it_never_saw(omniglot_small1, omniglot_small2):
     # given ProtoNet meta-trained on small1's alphabets for 150 episodes
     config = {
@@ -198,6 +206,7 @@ def test_protonet_learns_to_classify_alphabets_it_never_saw(omniglot_small1, omn
     assert events[-1]["loss"] < 0.6 * events[0]["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "min_gain"), [("maml", 0.08), ("fomaml", 0.01)])
 def test_maml_improves_on_its_initialization_for_unseen_alphabets(
     omniglot_small1, omniglot_small2, algorithm, min_gain

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ENGINE = Path(__file__).resolve().parents[2] / "learning" / "engine"
 FORBIDDEN_ROOTS = {"django", "celery", "channels", "channels_redis", "rest_framework", "tasks_app", "kbsite"}
 
@@ -54,6 +56,7 @@ def test_no_engine_module_imports_django_celery_channels_or_tasks_app():
     assert offenders == {}
 
 
+@pytest.mark.slow
 def test_importing_the_whole_engine_loads_no_django():
     # given a fresh interpreter / when every engine module is imported / then no forbidden package got loaded
     modules = sorted(

@@ -57,6 +57,7 @@ def _run(total=30, store=None, stop=None, config=None, events=None, **kw):
     return result
 
 
+@pytest.mark.slow
 def test_progress_events_are_rate_bounded_and_end_on_the_final_step():
     # given steps of >= 10 ms for >= 1.2 s, and a callback that notes when each event arrives
     events: list[dict] = []

@@ -42,6 +42,7 @@ def _untrained(kind: str, seed: int = 0, **model: object) -> NeuralProcess:
         return build_neural_process({"arch": "neural_process", "kind": kind, **SMALL, **model})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "over_prior"), [("cnp", 0.15), ("np", 0.07)])
 def test_a_short_run_clearly_improves_heldout_log_likelihood(
     kind: str, over_prior: float, heldout: FunctionTasks

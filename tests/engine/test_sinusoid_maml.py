@@ -36,6 +36,7 @@ def _untrained_mse(
     return {n: float(v.mean()) for n, v in adapted_mse(net, heldout, inner_lr=inner_lr, steps=steps).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("algorithm", "steps", "inner_lr"), [("maml", 800, 0.01), ("fomaml", 800, 0.01), ("reptile", 500, 0.02)]
 )

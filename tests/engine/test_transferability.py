@@ -67,6 +67,7 @@ def test_logme_fixed_point_reaches_the_evidence_maximum_found_by_grid_search(cls
     assert per_example * 6 == pytest.approx(direct_log_evidence(F6, y, alpha, beta), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_logme_averages_the_per_class_evidence_and_prefers_informative_features():
     # given the worked example and the same labels on features that carry no class information
     both = [grid_optimum(F6, np.equal(Y6, c).astype(float))[0] / 6 for c in (0, 1)]

@@ -183,6 +183,7 @@ def test_a_domain_upload_waits_its_turn_in_the_pool_too(one_slot, user_client, t
 # --- Deadlines -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_prediction_past_its_deadline_stops_and_answers_504(one_slot, user, user_client):
     # given a MAML model that asks for a billion inner steps, and a 1 s deadline
     one_slot.HEAVY_WORK_DEADLINE_S = 1

@@ -44,6 +44,7 @@ def assert_nothing_written(artifacts_root: Path, domains_before: int) -> None:
 # --- Real data --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_omniglot_small1_imports_through_the_service(artifacts_in_tmp):
     # given the first minimal Omniglot background split
     source = OMNIGLOT / "images_background_small1.zip"
@@ -86,6 +87,7 @@ def test_omniglot_small1_imports_through_the_service(artifacts_in_tmp):
     assert thumb.mean() > 128
 
 
+@pytest.mark.slow
 def test_omniglot_small2_imports_through_the_command(artifacts_in_tmp, user):
     # given the second minimal Omniglot background split
     source = OMNIGLOT / "images_background_small2.zip"

@@ -43,6 +43,7 @@ def test_the_recorder_writes_at_most_every_interval_but_always_the_last_step(job
     assert [p["step"] for p in job.history] == [1, 1000]
 
 
+@pytest.mark.slow
 def test_a_long_history_is_thinned_not_truncated(job):
     # given more events than the history keeps / when each is written
     total = 2 * MAX_HISTORY_POINTS + 50

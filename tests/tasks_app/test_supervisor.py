@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 import psutil
+import pytest
 
 from tasks_app.supervisor import Supervisor
+
+pytestmark = pytest.mark.slow
 
 
 def _poll_for(supervisor: Supervisor, seconds: float) -> None:

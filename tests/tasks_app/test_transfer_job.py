@@ -90,7 +90,7 @@ def test_impossible_transfers_are_refused_before_anything_is_queued(source_model
             "k_shot",
             "k_shot + query_size = 5 exceeds the 4",
         ),
-        ({"hyperparameters": {"lr": -1}}, "lr", "greater than 0"),
+        ({"hyperparameters": {"lr": -1}}, "lr", "must be > 0"),
     ]
     for change, field, words in cases:
         body = {

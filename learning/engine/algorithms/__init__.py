@@ -57,7 +57,9 @@ from learning.engine.algorithms.registry import (
     TrainFn,
     available_algorithms,
     get_entry,
+    offered,
     register_algorithm,
+    unregister_algorithm,
 )
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
@@ -87,22 +89,23 @@ def validate_config(config: Mapping[str, Any], data: object = None) -> dict[str,
     return as_dict(parse(entry.config, given))
 
 
-_RETIRED = ("eval_episodes", "eval_classes", "eval_groups", "eval_within_group")
-_RETIRED_TRANSFER = ("eval_n_way", "eval_k_shot", "eval_query")
+_RETIRED = {
+    "eval_episodes": 0,
+    "eval_classes": None,
+    "eval_groups": None,
+    "eval_within_group": False,
+    "eval_n_way": 5,
+    "eval_k_shot": 1,
+    "eval_query": 15,
+}
+"""Evaluation settings that training configs held before the protocol moved to
+:mod:`learning.engine.experiments`, with their "no evaluation" values."""
 
 
 def _without_retired(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` without the evaluation settings that configs stored before the protocol moved
-    to :mod:`learning.engine.experiments` carry with their "no evaluation" values.
-
-    A job queued before an upgrade must still resume; asking for an evaluation this way is refused.
-    """
-    if config.get("eval_episodes"):
-        raise ConfigError(
-            "eval_episodes",
-            "training no longer evaluates; use learning.engine.experiments.meta_train_and_evaluate",
-        )
-    return {k: v for k, v in config.items() if k not in _RETIRED + _RETIRED_TRANSFER}
+    """``config`` without retired settings that hold their no-op values, so that a job stored
+    before an upgrade still resumes; any other value stays, and is refused as unknown."""
+    return {k: v for k, v in config.items() if not (k in _RETIRED and v == _RETIRED[k])}
 
 
 def train(
@@ -142,7 +145,9 @@ __all__ = [
     "TrainResult",
     "available_algorithms",
     "get_entry",
+    "offered",
     "register_algorithm",
     "train",
+    "unregister_algorithm",
     "validate_config",
 ]

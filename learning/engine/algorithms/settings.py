@@ -34,16 +34,33 @@ from learning.engine.params import Param, param, section
 STEPS = Param(minimum=1, maximum=200_000, help="training steps (one meta-batch or batch each)", form=True)
 META_BATCH = Param(minimum=1, maximum=256, help="tasks per meta-update", form=True)
 OUTER_LR = Param(
-    minimum=0.0, exclusive_minimum=True, maximum=100.0, help="learning rate of the meta-update", form=True
+    minimum=0.0,
+    exclusive_minimum=True,
+    maximum=100.0,
+    help="learning rate of the meta-update",
+    label="Outer learning rate",
+    form=True,
 )
-LR = Param(minimum=0.0, exclusive_minimum=True, maximum=10.0, help="learning rate (Adam)", form=True)
+LR = Param(
+    minimum=0.0,
+    exclusive_minimum=True,
+    maximum=10.0,
+    help="Adam's learning rate",
+    label="Learning rate",
+    form=True,
+)
 SEED = Param(minimum=0, maximum=2**63 - 1, help="seeds the episodes and the initialization", form=True)
 DEVICE = Param(
     choices=DEVICE_CHOICES, pattern=r"cuda:\d+", help="auto picks CUDA when present; or cpu, cuda, cuda:<i>"
 )
 CHECKPOINT_EVERY = Param(minimum=0, help="steps between checkpoints (0: only when stopped)")
 INNER_LR = Param(
-    minimum=0.0, exclusive_minimum=True, maximum=100.0, help="step size of task adaptation", form=True
+    minimum=0.0,
+    exclusive_minimum=True,
+    maximum=100.0,
+    help="step size of task adaptation",
+    label="Inner learning rate",
+    form=True,
 )
 INNER_STEPS = Param(minimum=1, maximum=100, help="gradient steps of task adaptation", form=True)
 EVAL_INNER_LR = Param(
