@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from benchmarks._results import append_results
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeSampler, EpisodeSpec
-from learning.engine.functional import TaskBatch, batched_meta_gradient, per_task_meta_gradient
+from learning.engine.functional import InnerLoop, TaskBatch, batched_meta_gradient, per_task_meta_gradient
 from learning.engine.nets import Conv4
 from learning.engine.omniglot import load_omniglot_zip
 
@@ -83,28 +83,29 @@ def main() -> None:
     batches = [sampler.batch(i * args.meta_batch, args.meta_batch, device) for i in range(4)]
     torch.manual_seed(0)
     model = Conv4(hidden=64, out_features=5).to(device)
-    common = {"loss_fn": F.cross_entropy, "inner_lr": 0.4, "inner_steps": 1}
 
     rows = []
     for first_order in (False, True):
-        kw = {**common, "first_order": first_order}
+        inner = InnerLoop(F.cross_entropy, 0.4, 1, first_order=first_order)
         vmap_all = measure(
-            lambda b, kw=kw: batched_meta_gradient(model, b, **kw), batches, args.seconds, device
+            lambda b, inner=inner: batched_meta_gradient(model, b, inner), batches, args.seconds, device
         )
         vmap_chunk = measure(
-            lambda b, kw=kw: batched_meta_gradient(model, b, chunk=args.chunk, **kw),
+            lambda b, inner=inner: batched_meta_gradient(model, b, inner, chunk=args.chunk),
             batches,
             args.seconds,
             device,
         )
-        loop = measure(lambda b, kw=kw: per_task_meta_gradient(model, b, **kw), batches, args.seconds, device)
-        g_vmap, _, _ = batched_meta_gradient(model, batches[0], **kw)
-        g_loop, _ = per_task_meta_gradient(model, batches[0], **kw)
+        loop = measure(
+            lambda b, inner=inner: per_task_meta_gradient(model, b, inner), batches, args.seconds, device
+        )
+        g_vmap, _, _ = batched_meta_gradient(model, batches[0], inner)
+        g_loop, _ = per_task_meta_gradient(model, batches[0], inner)
         model64 = Conv4(hidden=64, out_features=5).double().to(device)
         model64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
         check = TaskBatch(*(t.double() if t.is_floating_point() else t for t in batches[1].slice(0, 8)))
-        g64_vmap, _, _ = batched_meta_gradient(model64, check, **kw)
-        g64_loop, _ = per_task_meta_gradient(model64, check, **kw)
+        g64_vmap, _, _ = batched_meta_gradient(model64, check, inner)
+        g64_loop, _ = per_task_meta_gradient(model64, check, inner)
         diff64 = max_diff(g64_vmap, g64_loop)
         if diff64 > 1e-10:
             raise SystemExit(f"meta-gradients differ by {diff64:.3g} > 1e-10 in float64")

@@ -6,8 +6,8 @@ four tensors with a leading task dimension ``B``::
 
     x_support (B, S, *in), y_support (B, S, *tgt), x_query (B, Q, *in), y_query (B, Q, *tgt)
 
-For one task, the inner loop takes ``inner_steps`` plain gradient steps of size
-``inner_lr`` on the support loss, starting from the shared parameters ``theta``; the
+For one task, the inner loop (:class:`InnerLoop`) takes ``steps`` plain gradient steps of
+size ``lr`` on the support loss, starting from the shared parameters ``theta``; the
 meta-loss is the query loss at the adapted parameters, averaged over the ``B`` tasks.
 Second-order MAML differentiates through the inner gradients; first-order MAML
 (``first_order=True``) treats them as constants (Finn et al., 2017, section 5.2).
@@ -25,6 +25,7 @@ and ``functional_call`` mishandles a module or parameter registered under two na
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -52,6 +53,19 @@ class TaskBatch(NamedTuple):
     def slice(self, start: int, stop: int) -> TaskBatch:
         """Tasks ``start:stop`` as a new batch (views, no copy)."""
         return TaskBatch(*(t[start:stop] for t in self))
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """How one task adapts: ``steps`` SGD steps of size ``lr`` on ``loss_fn(outputs, targets)``.
+
+    ``first_order`` treats the inner gradients as constants (first-order MAML; evaluation).
+    """
+
+    loss_fn: LossFn
+    lr: float
+    steps: int
+    first_order: bool = False
 
 
 class FunctionalSafetyError(ValueError):
@@ -105,30 +119,27 @@ def adapt(
     buffers: Params,
     x: Tensor,
     y: Tensor,
+    inner: InnerLoop,
     *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
     should_stop: Callable[[], bool] | None = None,
 ) -> Params:
-    """Adapted parameters of ONE task after ``inner_steps`` SGD steps on ``loss_fn(model(x), y)``.
+    """Adapted parameters of ONE task after ``inner.steps`` SGD steps on ``inner.loss_fn(model(x), y)``.
 
     Call it inside ``vmap`` for a batch of tasks. The result is differentiable w.r.t.
-    ``params`` (through the inner gradients too unless ``first_order``). ``should_stop``
+    ``params`` (through the inner gradients too unless ``inner.first_order``). ``should_stop``
     is polled before every step; when it returns True, :class:`AdaptationStopped` is raised.
     """
 
     def inner_loss(p: Params) -> Tensor:
-        return loss_fn(functional_call(model, (p, buffers), (x,)), y)
+        return inner.loss_fn(functional_call(model, (p, buffers), (x,)), y)
 
-    for step in range(inner_steps):
+    for step in range(inner.steps):
         if should_stop is not None and should_stop():
-            raise AdaptationStopped(step, inner_steps)
+            raise AdaptationStopped(step, inner.steps)
         grads = grad(inner_loss)(params)
-        if first_order:
+        if inner.first_order:
             grads = {k: g.detach() for k, g in grads.items()}
-        params = {k: params[k] - inner_lr * grads[k] for k in params}
+        params = {k: params[k] - inner.lr * grads[k] for k in params}
     return params
 
 
@@ -140,24 +151,11 @@ def _task_query_loss(
     ys: Tensor,
     xq: Tensor,
     yq: Tensor,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
+    inner: InnerLoop,
 ) -> tuple[Tensor, Tensor]:
-    fast = adapt(
-        model,
-        params,
-        buffers,
-        xs,
-        ys,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        first_order=first_order,
-    )
+    fast = adapt(model, params, buffers, xs, ys, inner)
     out = functional_call(model, (fast, buffers), (xq,))
-    return loss_fn(out, yq), out
+    return inner.loss_fn(out, yq), out
 
 
 def batched_query_losses(
@@ -165,11 +163,7 @@ def batched_query_losses(
     params: Params,
     buffers: Params,
     tasks: TaskBatch,
-    *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
+    inner: InnerLoop,
 ) -> tuple[Tensor, Tensor]:
     """Per-task query losses ``(B,)`` and query outputs ``(B, Q, *out)`` after adaptation, in one vmap call.
 
@@ -177,9 +171,7 @@ def batched_query_losses(
     """
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> tuple[Tensor, Tensor]:
-        return _task_query_loss(
-            model, params, buffers, xs, ys, xq, yq, loss_fn, inner_lr, inner_steps, first_order
-        )
+        return _task_query_loss(model, params, buffers, xs, ys, xq, yq, inner)
 
     return vmap(one)(*tasks)
 
@@ -187,11 +179,8 @@ def batched_query_losses(
 def batched_meta_gradient(
     model: nn.Module,
     tasks: TaskBatch,
+    inner: InnerLoop,
     *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
     chunk: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Params, float, Tensor]:
@@ -216,16 +205,7 @@ def batched_meta_gradient(
         if start > 0 and should_stop is not None and should_stop():
             raise StepInterrupted()
         part = tasks.slice(start, min(start + size, n))
-        losses, out = batched_query_losses(
-            model,
-            params,
-            buffers,
-            part,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-            first_order=first_order,
-        )
+        losses, out = batched_query_losses(model, params, buffers, part, inner)
         # Dividing by the full batch size here (not the chunk's) makes the sum over chunks
         # the gradient of the mean over all tasks.
         names = list(params)
@@ -241,11 +221,7 @@ def batched_meta_gradient(
 def per_task_meta_gradient(
     model: nn.Module,
     tasks: TaskBatch,
-    *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
+    inner: InnerLoop,
 ) -> tuple[Params, float]:
     """Reference: the same meta-gradient as :func:`batched_meta_gradient` from a plain per-task autograd loop.
 
@@ -260,13 +236,17 @@ def per_task_meta_gradient(
     n = tasks.num_tasks
     for i in range(n):
         fast = dict(params)
-        for _ in range(inner_steps):
-            support_loss = loss_fn(
+        for _ in range(inner.steps):
+            support_loss = inner.loss_fn(
                 functional_call(model, (fast, buffers), (tasks.x_support[i],)), tasks.y_support[i]
             )
-            grads = torch.autograd.grad(support_loss, [fast[k] for k in names], create_graph=not first_order)
-            fast = {k: fast[k] - inner_lr * g for k, g in zip(names, grads, strict=True)}
-        query_loss = loss_fn(functional_call(model, (fast, buffers), (tasks.x_query[i],)), tasks.y_query[i])
+            grads = torch.autograd.grad(
+                support_loss, [fast[k] for k in names], create_graph=not inner.first_order
+            )
+            fast = {k: fast[k] - inner.lr * g for k, g in zip(names, grads, strict=True)}
+        query_loss = inner.loss_fn(
+            functional_call(model, (fast, buffers), (tasks.x_query[i],)), tasks.y_query[i]
+        )
         meta = torch.autograd.grad(query_loss / n, [params[k] for k in names], allow_unused=True)
         for k, g in zip(names, meta, strict=True):
             if g is not None:
@@ -280,35 +260,23 @@ def batched_adapt_predict(
     x_support: Tensor,
     y_support: Tensor,
     x_query: Tensor,
+    inner: InnerLoop,
     *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
     should_stop: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Query outputs ``(B, Q, *out)`` after adapting to each task's support ``(B, S, ...)``; no graph kept.
 
-    For evaluation: the inner loop is first-order (no meta-gradient is needed) and runs
+    For evaluation: the inner loop runs first-order (no meta-gradient is needed) and
     under ``no_grad`` outside; ``torch.func.grad`` still computes the inner gradients.
     ``should_stop`` is polled before every inner step (all tasks step together under
     ``vmap``); when it returns True, :class:`AdaptationStopped` is raised.
     """
     params, buffers = model_params(model)
     detached = {k: p.detach() for k, p in params.items()}
+    first_order = InnerLoop(inner.loss_fn, inner.lr, inner.steps, first_order=True)
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor) -> Tensor:
-        fast = adapt(
-            model,
-            detached,
-            buffers,
-            xs,
-            ys,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-            first_order=True,
-            should_stop=should_stop,
-        )
+        fast = adapt(model, detached, buffers, xs, ys, first_order, should_stop=should_stop)
         return functional_call(model, (fast, buffers), (xq,))
 
     with torch.no_grad():
@@ -319,11 +287,8 @@ def maml_train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     tasks: TaskBatch,
+    inner: InnerLoop,
     *,
-    loss_fn: LossFn,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool,
     chunk: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, Tensor]:
@@ -334,16 +299,7 @@ def maml_train_step(
     :class:`learning.engine.loop.StepInterrupted` (model untouched) if ``should_stop``
     turns true between chunks.
     """
-    grads, loss, outputs = batched_meta_gradient(
-        model,
-        tasks,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        first_order=first_order,
-        chunk=chunk,
-        should_stop=should_stop,
-    )
+    grads, loss, outputs = batched_meta_gradient(model, tasks, inner, chunk=chunk, should_stop=should_stop)
     for name, p in model.named_parameters():
         p.grad = grads[name]
     optimizer.step()

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 
 from learning.engine.algorithms import REGISTRY, get_entry
 from learning.engine.data import IMAGE_SIZE
-from learning.engine.functional import AdaptationStopped, batched_adapt_predict
+from learning.engine.functional import AdaptationStopped, InnerLoop, batched_adapt_predict
 from learning.engine.neural_process_nets import NeuralProcess
 from learning.engine.weights import load_model
 
@@ -266,16 +266,8 @@ def regress(
         return mean.numpy(), std.numpy()
     adapt = predictor.adapt
     try:
-        pred = batched_adapt_predict(
-            model,
-            x_ctx,
-            y_ctx,
-            x_tgt,
-            loss_fn=F.mse_loss,
-            inner_lr=float(adapt["inner_lr"]),
-            inner_steps=int(adapt["inner_steps"]),
-            should_stop=should_stop,
-        )
+        inner = InnerLoop(F.mse_loss, float(adapt["inner_lr"]), int(adapt["inner_steps"]))
+        pred = batched_adapt_predict(model, x_ctx, y_ctx, x_tgt, inner, should_stop=should_stop)
     except AdaptationStopped as exc:
         raise PredictStopped(str(exc)) from exc
     adapted = pred[0, :, 0].double().numpy()

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from learning.engine.functional import (
+    InnerLoop,
     TaskBatch,
     batched_adapt_predict,
 )
@@ -160,15 +161,8 @@ def adapted_mse(
                 with torch.no_grad():
                     pred = model(part.x_query)
             else:
-                pred = batched_adapt_predict(
-                    model,
-                    part.x_support,
-                    part.y_support,
-                    part.x_query,
-                    loss_fn=F.mse_loss,
-                    inner_lr=inner_lr,
-                    inner_steps=n,
-                )
+                inner = InnerLoop(F.mse_loss, inner_lr, n)
+                pred = batched_adapt_predict(model, part.x_support, part.y_support, part.x_query, inner)
             err = ((pred.double() - part.y_query.double()) ** 2).mean(dim=(1, 2))
             out[n].append(err.cpu().numpy())
         meter.advance(part.x_support.shape[0])

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from learning.engine.functional import (
     FunctionalSafetyError,
+    InnerLoop,
     TaskBatch,
     batched_adapt_predict,
     batched_meta_gradient,
@@ -39,11 +40,10 @@ def test_conv4_meta_gradient_matches_the_per_task_loop(first_order, inner_steps)
     torch.manual_seed(0)
     model = Conv4(hidden=8, out_features=5).double()
     tasks = _image_tasks(5, 5, 1, 2, seed=1)
-    kwargs = {"loss_fn": F.cross_entropy, "inner_lr": 0.4, "inner_steps": inner_steps}
-    kwargs["first_order"] = first_order
+    inner = InnerLoop(F.cross_entropy, 0.4, inner_steps, first_order=first_order)
     # when the meta-gradient is computed batched (two chunks) and task by task
-    batched, loss_b, out = batched_meta_gradient(model, tasks, chunk=3, **kwargs)
-    looped, loss_l = per_task_meta_gradient(model, tasks, **kwargs)
+    batched, loss_b, out = batched_meta_gradient(model, tasks, inner, chunk=3)
+    looped, loss_l = per_task_meta_gradient(model, tasks, inner)
     # then they agree to 1e-10 and are far from zero
     assert _max_diff(batched, looped) <= 1e-10
     assert abs(loss_b - loss_l) <= 1e-12
@@ -62,10 +62,10 @@ def test_mlp_regression_meta_gradient_matches_the_loop_and_differs_between_order
     tasks = TaskBatch(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
     grads = {}
     for first_order in (False, True):
-        kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.01, "inner_steps": 3, "first_order": first_order}
+        inner = InnerLoop(F.mse_loss, 0.01, 3, first_order=first_order)
         # when
-        batched, _, _ = batched_meta_gradient(model, tasks, **kwargs)
-        looped, _ = per_task_meta_gradient(model, tasks, **kwargs)
+        batched, _, _ = batched_meta_gradient(model, tasks, inner)
+        looped, _ = per_task_meta_gradient(model, tasks, inner)
         # then
         assert _max_diff(batched, looped) <= 1e-10
         grads[first_order] = batched
@@ -79,7 +79,7 @@ def test_adapted_predictions_match_a_manual_sgd_step():
     model = MLP(hidden=(8,)).double()
     xs, ys, xq = (torch.randn(1, n, 1, dtype=torch.float64) for n in (4, 4, 3))
     # when adapted in batch with one step, and by hand
-    batched = batched_adapt_predict(model, xs, ys, xq, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=1)
+    batched = batched_adapt_predict(model, xs, ys, xq, InnerLoop(F.mse_loss, 0.1, 1))
     loss = F.mse_loss(model(xs[0]), ys[0])
     grads = torch.autograd.grad(loss, list(model.parameters()))
     with torch.no_grad():

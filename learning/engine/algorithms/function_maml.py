@@ -43,6 +43,7 @@ from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.device import resolve_device
 from learning.engine.functional import (
+    InnerLoop,
     TaskBatch,
     adapt,
     check_functional_safe,
@@ -113,12 +114,10 @@ class FunctionReptileConfig(FunctionMAMLConfig):
     inner_steps: int = INNER_STEPS.field(5)
 
 
-def _reptile_step(
-    model: nn.Module, tasks: TaskBatch, *, inner_lr: float, inner_steps: int, meta_lr: float
-) -> float:
+def _reptile_step(model: nn.Module, tasks: TaskBatch, inner: InnerLoop, *, meta_lr: float) -> float:
     """One Reptile outer step, ``theta <- theta + meta_lr * mean_i(phi_i - theta)``, in place.
 
-    Each task adapts from ``theta`` with ``inner_steps`` plain SGD steps on its support
+    Each task adapts from ``theta`` with ``inner.steps`` plain SGD steps on its support
     and query points together (Reptile has no separate query loss). Returns the mean
     MSE of the adapted nets on the query points (y units squared).
     """
@@ -126,17 +125,7 @@ def _reptile_step(
     theta = {k: p.detach() for k, p in params.items()}
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        fast = adapt(
-            model,
-            theta,
-            buffers,
-            torch.cat([xs, xq]),
-            torch.cat([ys, yq]),
-            loss_fn=F.mse_loss,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-            first_order=True,
-        )
+        fast = adapt(model, theta, buffers, torch.cat([xs, xq]), torch.cat([ys, yq]), inner)
         return fast, F.mse_loss(functional_call(model, (fast, buffers), (xq,)), yq)
 
     with torch.no_grad():
@@ -169,6 +158,9 @@ def train_function_learner(
     name = cfg["algorithm"]
     device = resolve_device(cfg["device"])
     adapt_cfg = {"inner_lr": cfg["eval_inner_lr"], "inner_steps": cfg["eval_inner_steps"]}
+    # Reptile's inner steps are plain SGD (first order) on all of a task's points.
+    first_order = name in ("fomaml", "reptile")
+    inner = InnerLoop(F.mse_loss, cfg["inner_lr"], cfg["inner_steps"], first_order=first_order)
     model_config = {
         "arch": "mlp",
         "in_features": 1,
@@ -192,9 +184,7 @@ def train_function_learner(
         if name == "reptile":
             # The paper's linearly annealed meta step size, as in the image Reptile.
             meta_lr = cfg["outer_lr"] * (1.0 - step / cfg["steps"])
-            loss = _reptile_step(
-                model, tasks, inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"], meta_lr=meta_lr
-            )
+            loss = _reptile_step(model, tasks, inner, meta_lr=meta_lr)
             return StepOutput(loss=loss, metrics={"meta_step_size": meta_lr})
         assert optimizer is not None
         if name == "pretrain":
@@ -207,15 +197,7 @@ def train_function_learner(
             loss = loss_t.item()
         else:
             loss, _ = maml_train_step(
-                model,
-                optimizer,
-                tasks,
-                loss_fn=F.mse_loss,
-                inner_lr=cfg["inner_lr"],
-                inner_steps=cfg["inner_steps"],
-                first_order=name == "fomaml",
-                chunk=cfg["task_chunk"],
-                should_stop=stop,
+                model, optimizer, tasks, inner, chunk=cfg["task_chunk"], should_stop=stop
             )
         return StepOutput(loss=loss)
 

@@ -26,7 +26,12 @@ from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import InnerLoopConfig
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
-from learning.engine.functional import batched_adapt_predict, check_functional_safe, maml_train_step
+from learning.engine.functional import (
+    InnerLoop,
+    batched_adapt_predict,
+    check_functional_safe,
+    maml_train_step,
+)
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
 from learning.engine.nets import build_model
 
@@ -63,20 +68,11 @@ def train_maml(
     optimizer = torch.optim.Adam(model.parameters(), lr=config["outer_lr"])
     meta_batch = config["meta_batch"]
     chunk = task_chunk(config, setup.device)
+    inner = InnerLoop(F.cross_entropy, config["inner_lr"], config["inner_steps"], first_order=first_order)
 
     def step_fn(step: int, stop: StopFn) -> StepOutput:
         tasks = sampler.batch(step * meta_batch, meta_batch, setup.device)
-        loss, outputs = maml_train_step(
-            model,
-            optimizer,
-            tasks,
-            loss_fn=F.cross_entropy,
-            inner_lr=config["inner_lr"],
-            inner_steps=config["inner_steps"],
-            first_order=first_order,
-            chunk=chunk,
-            should_stop=stop,
-        )
+        loss, outputs = maml_train_step(model, optimizer, tasks, inner, chunk=chunk, should_stop=stop)
         accuracy = (outputs.argmax(-1) == tasks.y_query).float().mean().item()
         return StepOutput(loss=loss, metrics={"query_accuracy": accuracy})
 
@@ -111,16 +107,8 @@ def classify_adapted(
     The head has the training ``n_way`` outputs, so episodes must have that many ways.
     ``should_stop`` is polled before every inner step (``AdaptationStopped`` when it fires).
     """
-    return batched_adapt_predict(
-        model,
-        xs,
-        ys,
-        xq,
-        loss_fn=F.cross_entropy,
-        inner_lr=float(adapt["inner_lr"]),
-        inner_steps=int(adapt["inner_steps"]),
-        should_stop=should_stop,
-    )
+    inner = InnerLoop(F.cross_entropy, float(adapt["inner_lr"]), int(adapt["inner_steps"]))
+    return batched_adapt_predict(model, xs, ys, xq, inner, should_stop=should_stop)
 
 
 register_algorithm(
