@@ -28,9 +28,9 @@ How to use it from a new algorithm (e.g. the function-regression helpers)::
             batch = sample_batch(config["seed"], step)   # a pure function of (seed, step)
             loss = ...; opt.zero_grad(); loss.backward(); opt.step()
             return StepOutput(loss=loss.item(), metrics={"mse": ...})
-        return run_training(algorithm="my_algo", config=config, model=model, model_config=model_config,
-                            optimizer=opt, step_fn=step_fn, total_steps=config["steps"],
-                            examples_per_step=..., checkpoint_every=config["checkpoint_every"],
+        run = Trainable(algorithm="my_algo", config=config, model=model, model_config=model_config,
+                        optimizer=opt, step_fn=step_fn, total_steps=config["steps"], examples_per_step=...)
+        return run_training(run, checkpoint_every=config["checkpoint_every"],
                             on_progress=on_progress, should_stop=should_stop, checkpoint=checkpoint)
 """
 
@@ -172,33 +172,44 @@ def _state_tensors(
     return tensors, meta
 
 
+@dataclass
+class Trainable:
+    """What :func:`run_training` trains, and the state it saves and restores with it.
+
+    - ``step_fn(step, should_stop) -> StepOutput`` runs one step; ``total_steps`` of them;
+    - ``examples_per_step``: examples (images, points) one step processes, for ``examples_per_sec``;
+    - ``generators``: numpy generators the step function draws from, saved/restored by name;
+    - ``extra_state``: other tensors that evolve during training (updated in place on resume);
+    - ``finalize``: called after the last step (not on stop); its floats join ``metrics``;
+    - ``train_class_names``: recorded in the result, so evaluations can refuse those classes.
+    """
+
+    algorithm: str
+    config: Mapping[str, Any]
+    model: nn.Module
+    model_config: Mapping[str, Any]
+    step_fn: StepFn
+    total_steps: int
+    examples_per_step: int
+    optimizer: torch.optim.Optimizer | None = None
+    generators: Mapping[str, np.random.Generator] = field(default_factory=dict)
+    extra_state: Mapping[str, Tensor] = field(default_factory=dict)
+    finalize: Callable[[], Mapping[str, float]] | None = None
+    train_class_names: Sequence[str] = ()
+
+
 def run_training(
+    run: Trainable,
     *,
-    algorithm: str,
-    config: Mapping[str, Any],
-    model: nn.Module,
-    model_config: Mapping[str, Any],
-    step_fn: StepFn,
-    total_steps: int,
-    examples_per_step: int,
-    optimizer: torch.optim.Optimizer | None = None,
-    generators: Mapping[str, np.random.Generator] | None = None,
-    extra_state: Mapping[str, Tensor] | None = None,
     checkpoint_every: int = 0,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     checkpoint: CheckpointStore | None = None,
-    finalize: Callable[[], Mapping[str, float]] | None = None,
-    train_class_names: Sequence[str] = (),
     progress_interval_s: float = 0.5,
 ) -> TrainResult:
-    """Run ``step_fn`` for steps ``0 .. total_steps - 1`` (resuming from ``checkpoint``); see the module doc.
+    """Run ``run.step_fn`` for steps ``0 .. total_steps - 1``, resuming from ``checkpoint``; see the module.
 
-    - ``examples_per_step``: examples (images, points) one step processes, for ``examples_per_sec``;
-    - ``generators``: numpy generators the step function draws from, saved/restored by name;
-    - ``extra_state``: other tensors that evolve during training (updated in place on resume);
-    - ``checkpoint_every``: save every that many finished steps (0: only on stop and at the end);
-    - ``finalize``: called after the last step (not on stop); its floats join ``metrics``.
+    ``checkpoint_every``: save every that many finished steps (0: only on stop and at the end).
 
     Returns a :class:`TrainResult`; ``metrics`` holds the final ``loss`` (absent if no step
     ran), the step metrics averaged over the last progress window, ``train_seconds`` (wall
@@ -206,127 +217,141 @@ def run_training(
     :class:`CheckpointFormatError` if the store holds a checkpoint of a different config,
     and :class:`TrainingDiverged` on a non-finite loss.
     """
-    if total_steps < 0:
-        raise ValueError(f"total_steps must be >= 0, got {total_steps}")
-    generators = dict(generators or {})
-    extra_state = dict(extra_state or {})
+    if run.total_steps < 0:
+        raise ValueError(f"total_steps must be >= 0, got {run.total_steps}")
+    session = _Session(run, checkpoint, on_progress, progress_interval_s)
     stop = should_stop or (lambda: False)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    fingerprint = config_fingerprint(config)
-
-    steps_done = 0
-    history: list[dict[str, Any]] = []
-    prior_seconds = 0.0
-    last_saved = -1
-    if checkpoint is not None:
-        latest = checkpoint.load_latest()
-        if latest is not None:
-            steps_done, history, prior_seconds = _restore(
-                latest, model, optimizer, generators, extra_state, fingerprint, algorithm, device
-            )
-            last_saved = steps_done
-
-    def save() -> None:
-        nonlocal last_saved
-        if checkpoint is None or last_saved == steps_done:
-            return
-        tensors, meta = _state_tensors(model, optimizer, extra_state, device)
-        meta.update(
-            step=steps_done,
-            algorithm=algorithm,
-            config_fingerprint=fingerprint,
-            generators={k: g.bit_generator.state for k, g in generators.items()},
-            history=history,
-            train_seconds=prior_seconds + (time.monotonic() - session_start),
-        )
-        checkpoint.save(steps_done, pack_blob(tensors, meta))
-        last_saved = steps_done
-
-    window = _Window()
-    # The meter only throttles and measures the ETA; events keep the loop's own shape.
-    meter = ProgressMeter(total_steps, interval_s=progress_interval_s, done=steps_done)
-    session_start = meter.start
-    last_emit_time = session_start
-    final_loss = math.nan
-    final_metrics: dict[str, float] = {}
-    if history:
-        final_loss = float(history[-1].get("loss", math.nan))
-        final_metrics = dict(history[-1].get("metrics", {}))
-
-    def emit(now: float) -> None:
-        nonlocal last_emit_time, final_loss, final_metrics
-        if window.n == 0:
-            return
-        loss, metrics = window.means()
-        event = {
-            "step": steps_done,
-            "total": total_steps,
-            "loss": loss,
-            "metrics": metrics,
-            "examples_per_sec": window.examples / max(now - last_emit_time, 1e-9),
-            "eta_seconds": meter.eta_seconds(steps_done, now),
-        }
-        final_loss, final_metrics = loss, metrics
-        history.append(event)
-        history[:] = _thin(history)
-        window.reset()
-        meter.mark(now)
-        last_emit_time = now
-        if on_progress is not None:
-            on_progress(event)
-
     stopped = False
-    while steps_done < total_steps:
+    while session.steps_done < run.total_steps:
         if stop():
             stopped = True
             break
         try:
-            out = step_fn(steps_done, stop)
+            out = run.step_fn(session.steps_done, stop)
         except StepInterrupted:
             stopped = True
             break
         if not math.isfinite(out.loss):
-            raise TrainingDiverged(f"{algorithm}: loss became {out.loss} at step {steps_done + 1}")
-        steps_done += 1
-        window.add(out, examples_per_step)
-        now = time.monotonic()
-        if meter.due(steps_done, now):
-            emit(now)
-        if checkpoint_every and steps_done % checkpoint_every == 0:
-            save()
+            raise TrainingDiverged(
+                f"{run.algorithm}: loss became {out.loss} at step {session.steps_done + 1}"
+            )
+        session.advance(out, checkpoint_every)
+    session.emit(time.monotonic())
+    session.save()
+    return session.result(stopped)
 
-    emit(time.monotonic())
-    save()
-    # No "loss" before the first step: NaN is not valid JSON for the Job row.
-    metrics: dict[str, float] = {"loss": final_loss} if math.isfinite(final_loss) else {}
-    metrics.update(final_metrics)
-    metrics["train_seconds"] = prior_seconds + (time.monotonic() - session_start)
-    if not stopped and finalize is not None:
-        metrics.update({k: float(v) for k, v in finalize().items()})
-    weights = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    return TrainResult(
-        weights=weights,
-        model_config=dict(model_config),
-        algorithm=algorithm,
-        metrics=metrics,
-        steps_done=steps_done,
-        stopped=stopped,
-        history=list(history),
-        train_class_names=tuple(train_class_names),
-    )
+
+class _Session:
+    """One session of a run: the state restored from the last checkpoint, and what it adds."""
+
+    def __init__(
+        self,
+        run: Trainable,
+        checkpoint: CheckpointStore | None,
+        on_progress: ProgressFn | None,
+        progress_interval_s: float,
+    ) -> None:
+        self.run, self.checkpoint, self.on_progress = run, checkpoint, on_progress
+        self.device = next(iter(run.model.parameters()), torch.empty(0)).device
+        self.fingerprint = config_fingerprint(run.config)
+        self.steps_done = 0
+        self.history: list[dict[str, Any]] = []
+        self.prior_seconds = 0.0
+        self.last_saved = -1
+        if checkpoint is not None:
+            latest = checkpoint.load_latest()
+            if latest is not None:
+                self.steps_done, self.history, self.prior_seconds = _restore(
+                    latest, run, self.fingerprint, self.device
+                )
+                self.last_saved = self.steps_done
+        self.window = _Window()
+        # The meter only throttles and measures the ETA; events keep the loop's own shape.
+        self.meter = ProgressMeter(run.total_steps, interval_s=progress_interval_s, done=self.steps_done)
+        self.last_emit_time = self.meter.start
+        self.final_loss = math.nan
+        self.final_metrics: dict[str, float] = {}
+        if self.history:
+            self.final_loss = float(self.history[-1].get("loss", math.nan))
+            self.final_metrics = dict(self.history[-1].get("metrics", {}))
+
+    def advance(self, out: StepOutput, checkpoint_every: int) -> None:
+        """Count one finished step: report it when due, checkpoint it when due."""
+        self.steps_done += 1
+        self.window.add(out, self.run.examples_per_step)
+        now = time.monotonic()
+        if self.meter.due(self.steps_done, now):
+            self.emit(now)
+        if checkpoint_every and self.steps_done % checkpoint_every == 0:
+            self.save()
+
+    def seconds(self) -> float:
+        return self.prior_seconds + (time.monotonic() - self.meter.start)
+
+    def save(self) -> None:
+        if self.checkpoint is None or self.last_saved == self.steps_done:
+            return
+        run = self.run
+        tensors, meta = _state_tensors(run.model, run.optimizer, run.extra_state, self.device)
+        meta.update(
+            step=self.steps_done,
+            algorithm=run.algorithm,
+            config_fingerprint=self.fingerprint,
+            generators={k: g.bit_generator.state for k, g in run.generators.items()},
+            history=self.history,
+            train_seconds=self.seconds(),
+        )
+        self.checkpoint.save(self.steps_done, pack_blob(tensors, meta))
+        self.last_saved = self.steps_done
+
+    def emit(self, now: float) -> None:
+        if self.window.n == 0:
+            return
+        loss, metrics = self.window.means()
+        event = {
+            "step": self.steps_done,
+            "total": self.run.total_steps,
+            "loss": loss,
+            "metrics": metrics,
+            "examples_per_sec": self.window.examples / max(now - self.last_emit_time, 1e-9),
+            "eta_seconds": self.meter.eta_seconds(self.steps_done, now),
+        }
+        self.final_loss, self.final_metrics = loss, metrics
+        self.history.append(event)
+        self.history[:] = _thin(self.history)
+        self.window.reset()
+        self.meter.mark(now)
+        self.last_emit_time = now
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    def result(self, stopped: bool) -> TrainResult:
+        run = self.run
+        # No "loss" before the first step: NaN is not valid JSON for the Job row.
+        metrics: dict[str, float] = {"loss": self.final_loss} if math.isfinite(self.final_loss) else {}
+        metrics.update(self.final_metrics)
+        metrics["train_seconds"] = self.seconds()
+        if not stopped and run.finalize is not None:
+            metrics.update({k: float(v) for k, v in run.finalize().items()})
+        weights = {k: v.detach().to("cpu").clone() for k, v in run.model.state_dict().items()}
+        return TrainResult(
+            weights=weights,
+            model_config=dict(run.model_config),
+            algorithm=run.algorithm,
+            metrics=metrics,
+            steps_done=self.steps_done,
+            stopped=stopped,
+            history=list(self.history),
+            train_class_names=tuple(run.train_class_names),
+        )
 
 
 def _restore(
-    latest: tuple[int, bytes],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    generators: Mapping[str, np.random.Generator],
-    extra_state: Mapping[str, Tensor],
-    fingerprint: str,
-    algorithm: str,
-    device: torch.device,
+    latest: tuple[int, bytes], run: Trainable, fingerprint: str, device: torch.device
 ) -> tuple[int, list[dict[str, Any]], float]:
-    """Load a checkpoint into the live objects; returns ``(steps_done, history, train_seconds)``."""
+    """Load a checkpoint into the run's live objects; returns ``(steps_done, history, train_seconds)``."""
+    model, optimizer, algorithm = run.model, run.optimizer, run.algorithm
+    generators, extra_state = run.generators, run.extra_state
     step, blob = latest
     tensors, meta = unpack_blob(blob)
     if meta.get("algorithm") != algorithm:

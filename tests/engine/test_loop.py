@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from learning.engine.checkpoints import CheckpointFormatError, InMemoryCheckpointStore
-from learning.engine.loop import StepInterrupted, StepOutput, TrainingDiverged, run_training
+from learning.engine.loop import StepInterrupted, StepOutput, Trainable, TrainingDiverged, run_training
 
 
 def _problem(seed: int = 0, *, sleep: float = 0.0, nan_at: int | None = None):
@@ -39,20 +39,22 @@ def _problem(seed: int = 0, *, sleep: float = 0.0, nan_at: int | None = None):
 def _run(total=30, store=None, stop=None, config=None, events=None, **kw):
     model, opt, gen, step_fn = _problem(**kw)
     result = run_training(
-        algorithm="toy",
-        config=config or {"seed": 0, "steps": total},
-        model=model,
-        model_config={"arch": "toy"},
-        optimizer=opt,
-        generators={"data": gen},
-        step_fn=step_fn,
-        total_steps=total,
-        examples_per_step=16,
+        Trainable(
+            algorithm="toy",
+            config=config or {"seed": 0, "steps": total},
+            model=model,
+            model_config={"arch": "toy"},
+            optimizer=opt,
+            generators={"data": gen},
+            step_fn=step_fn,
+            total_steps=total,
+            examples_per_step=16,
+            finalize=lambda: {"final_metric": 1.5},
+        ),
         checkpoint_every=10,
         on_progress=events,
         should_stop=stop,
         checkpoint=store,
-        finalize=lambda: {"final_metric": 1.5},
     )
     return result
 
@@ -145,14 +147,16 @@ def test_a_step_interrupted_midway_ends_the_run_after_the_previous_step():
     store = InMemoryCheckpointStore()
     # when
     result = run_training(
-        algorithm="toy",
-        config={},
-        model=model,
-        model_config={},
-        optimizer=opt,
-        step_fn=step_fn,
-        total_steps=10,
-        examples_per_step=1,
+        Trainable(
+            algorithm="toy",
+            config={},
+            model=model,
+            model_config={},
+            optimizer=opt,
+            step_fn=step_fn,
+            total_steps=10,
+            examples_per_step=1,
+        ),
         checkpoint=store,
     )
     # then

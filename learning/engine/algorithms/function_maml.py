@@ -51,7 +51,7 @@ from learning.engine.functional import (
     model_params,
 )
 from learning.engine.functions import FunctionFamily, heldout_tasks, step_rng
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import build_model
 from learning.engine.params import param, section
 from learning.engine.regression_eval import adapted_mse, tasks_to_tensors
@@ -211,19 +211,21 @@ def train_function_learner(
         return {f"val_mse_after_{n}": float(v.mean()) for n, v in per.items()}
 
     return run_training(
-        algorithm=name,
-        config={**cfg, "function_family": data.to_spec()},  # the family joins the resume fingerprint
-        model=model,
-        model_config=model_config,
-        step_fn=step_fn,
-        total_steps=cfg["steps"],
-        examples_per_step=meta_batch * (k_shot + query),
-        optimizer=optimizer,
+        Trainable(
+            algorithm=name,
+            config={**cfg, "function_family": data.to_spec()},
+            model=model,
+            model_config=model_config,
+            step_fn=step_fn,
+            total_steps=cfg["steps"],
+            examples_per_step=meta_batch * (k_shot + query),
+            optimizer=optimizer,
+            finalize=finalize,
+        ),
         checkpoint_every=cfg["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=finalize,
     )
 
 

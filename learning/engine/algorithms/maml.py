@@ -32,7 +32,7 @@ from learning.engine.functional import (
     check_functional_safe,
     maml_train_step,
 )
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import build_model
 
 
@@ -77,19 +77,21 @@ def train_maml(
         return StepOutput(loss=loss, metrics={"query_accuracy": accuracy})
 
     return run_training(
-        algorithm=name,
-        config=config,
-        model=model,
-        model_config=model_config,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        total_steps=config["steps"],
-        examples_per_step=meta_batch * task["n_way"] * (task["k_shot"] + task["query"]),
+        Trainable(
+            algorithm=name,
+            config=config,
+            model=model,
+            model_config=model_config,
+            optimizer=optimizer,
+            step_fn=step_fn,
+            total_steps=config["steps"],
+            examples_per_step=meta_batch * task["n_way"] * (task["k_shot"] + task["query"]),
+            train_class_names=[data.class_names[c] for c in setup.train_classes],
+        ),
         checkpoint_every=config["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
 

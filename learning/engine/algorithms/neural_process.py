@@ -31,7 +31,7 @@ from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.device import resolve_device
 from learning.engine.functions import FunctionFamily, FunctionTasks, heldout_tasks, step_rng
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.neural_process_nets import ARCH, build_neural_process
 from learning.engine.params import param, section
 from learning.engine.regression_eval import np_task_metrics
@@ -172,19 +172,21 @@ def train_neural_process(
     # The family is part of what the numbers depend on, so it joins the resume fingerprint.
     fingerprint_config = {**cfg, "function_family": data.to_spec()}
     return run_training(
-        algorithm=cfg["algorithm"],
-        config=fingerprint_config,
-        model=model,
-        model_config=model_config,
-        step_fn=step_fn,
-        total_steps=cfg["steps"],
-        examples_per_step=task["batch_tasks"] * (task["k_context_max"] + task["n_target"]),
-        optimizer=optimizer,
+        Trainable(
+            algorithm=cfg["algorithm"],
+            config=fingerprint_config,
+            model=model,
+            model_config=model_config,
+            step_fn=step_fn,
+            total_steps=cfg["steps"],
+            examples_per_step=task["batch_tasks"] * (task["k_context_max"] + task["n_target"]),
+            optimizer=optimizer,
+            finalize=finalize,
+        ),
         checkpoint_every=cfg["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=finalize,
     )
 
 

@@ -22,7 +22,7 @@ from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, ImageConfig, episodes
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import build_model
 from learning.engine.params import section
 
@@ -84,19 +84,21 @@ def train_protonet(
         return StepOutput(loss=float(loss.detach()), metrics={"query_accuracy": correct / meta_batch})
 
     return run_training(
-        algorithm="protonet",
-        config=config,
-        model=model,
-        model_config=model_config,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        total_steps=config["steps"],
-        examples_per_step=meta_batch * n_way * (task["k_shot"] + task["query"]),
+        Trainable(
+            algorithm="protonet",
+            config=config,
+            model=model,
+            model_config=model_config,
+            optimizer=optimizer,
+            step_fn=step_fn,
+            total_steps=config["steps"],
+            examples_per_step=meta_batch * n_way * (task["k_shot"] + task["query"]),
+            train_class_names=[data.class_names[c] for c in setup.train_classes],
+        ),
         checkpoint_every=config["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
 

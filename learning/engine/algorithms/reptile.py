@@ -37,7 +37,15 @@ from learning.engine.algorithms.settings import (
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.functional import Params, check_functional_safe, model_params
-from learning.engine.loop import ProgressFn, StepInterrupted, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import (
+    ProgressFn,
+    StepInterrupted,
+    StepOutput,
+    StopFn,
+    Trainable,
+    TrainResult,
+    run_training,
+)
 from learning.engine.nets import build_model
 
 
@@ -110,18 +118,20 @@ def train_reptile(
         return StepOutput(loss=loss_sum / meta_batch, metrics={"meta_step_size": eps})
 
     return run_training(
-        algorithm="reptile",
-        config=config,
-        model=model,
-        model_config=model_config,
-        step_fn=step_fn,
-        total_steps=total_steps,
-        examples_per_step=meta_batch * task["n_way"] * (task["k_shot"] + task["query"]),
+        Trainable(
+            algorithm="reptile",
+            config=config,
+            model=model,
+            model_config=model_config,
+            step_fn=step_fn,
+            total_steps=total_steps,
+            examples_per_step=meta_batch * task["n_way"] * (task["k_shot"] + task["query"]),
+            train_class_names=[data.class_names[c] for c in setup.train_classes],
+        ),
         checkpoint_every=config["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
 

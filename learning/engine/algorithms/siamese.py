@@ -28,7 +28,7 @@ from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
 from learning.engine.episodes import EpisodeError, PairSampler
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import SiameseNet, build_model
 
 
@@ -85,19 +85,21 @@ def train_siamese(
         return StepOutput(loss=float(loss.detach()), metrics={"pair_accuracy": accuracy})
 
     return run_training(
-        algorithm="siamese",
-        config=config,
-        model=model,
-        model_config=model_config,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        total_steps=config["steps"],
-        examples_per_step=2 * n_pairs,
+        Trainable(
+            algorithm="siamese",
+            config=config,
+            model=model,
+            model_config=model_config,
+            optimizer=optimizer,
+            step_fn=step_fn,
+            total_steps=config["steps"],
+            examples_per_step=2 * n_pairs,
+            train_class_names=[data.class_names[c] for c in setup.train_classes],
+        ),
         checkpoint_every=config["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        train_class_names=[data.class_names[c] for c in setup.train_classes],
     )
 
 

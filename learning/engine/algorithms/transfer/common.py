@@ -24,7 +24,7 @@ from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.device import resolve_device
 from learning.engine.episodes import episode_rng
-from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult, run_training
+from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import TRANSFER_ARCH, TransferNet
 
 TARGET_STREAM = 21
@@ -196,20 +196,22 @@ def run_transfer(
     # checkpoint of a run from another source is never resumed onto this one.
     fingerprinted = {**config, "source_weights_sha256": weights_digest(data.source_weights)}
     return run_training(
-        algorithm=algorithm,
-        config=fingerprinted,
-        model=model,
-        model_config=model_config,
-        optimizer=optimizer,
-        step_fn=step_fn,
-        total_steps=total_steps,
-        examples_per_step=examples_per_step,
+        Trainable(
+            algorithm=algorithm,
+            config=fingerprinted,
+            model=model,
+            model_config=model_config,
+            optimizer=optimizer,
+            step_fn=step_fn,
+            total_steps=total_steps,
+            examples_per_step=examples_per_step,
+            finalize=_finalize(algorithm, config, setup, data, model),
+            train_class_names=_seen_names(data, setup, extra_seen),
+        ),
         checkpoint_every=config["checkpoint_every"],
         on_progress=on_progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        finalize=_finalize(algorithm, config, setup, data, model),
-        train_class_names=_seen_names(data, setup, extra_seen),
     )
 
 
