@@ -18,15 +18,18 @@ the package is imported. Adding an algorithm takes two steps. In its module (e.g
     from learning.engine.algorithms.registry import register_algorithm
 
     register_algorithm(
-        "cnp",                       # the config["algorithm"] value
-        train_cnp,                   # (config, data, *, on_progress, should_stop, checkpoint) -> TrainResult
-        validate=validate_cnp_config,  # (config dict) -> complete config dict; raise ConfigError
-        domain="function",           # config["domain"]; default "image"
-        data_type=FunctionDomain,    # isinstance check that also lets train() infer the domain
+        "cnp",                        # the config["algorithm"] value
+        train_neural_process,         # (config, data, *, on_progress, should_stop, checkpoint) -> TrainResult
+        config=NeuralProcessConfig,   # frozen dataclass of params.param(...) settings
+        label="Conditional Neural Process",   # what pages and forms call it
+        domain="function",            # config["domain"]; default "image"
+        data_type=FunctionFamily,     # isinstance check that also lets train() infer the domain
     )
 
 (import from ``.registry``, never from this package, whose ``__init__`` imports the
 algorithm modules); then add the module to the imports below and to :data:`MODULES`.
+``kind="transfer"`` marks a transfer method, ``offered=False`` an algorithm the site does
+not launch. CONTRIBUTING.md walks through a whole new algorithm.
 Image algorithms also pass ``classify`` (a :class:`ClassifyFn`), which the evaluation
 and the predictions use. A new network architecture goes into :mod:`learning.engine.nets`
 (or a module it imports), so that :func:`learning.engine.nets.build_model` rebuilds any
