@@ -1,4 +1,4 @@
-"""The classification evaluation protocol by algorithm name, and paired comparisons.
+"""The classification evaluation protocol and paired comparisons.
 
 The protocol (as in the few-shot literature): episodes drawn only from classes never
 seen in meta-training, at least :data:`MIN_PROTOCOL_EPISODES` of them, reported as the
@@ -6,32 +6,29 @@ mean query accuracy with a 95% confidence interval ``1.96 * sample std / sqrt(n)
 normal approximation; with >= 600 episodes it differs from the t-based interval by
 < 0.2%). Episodes come from their own stream (:data:`EVAL_STREAM`) of the given seed,
 so the same spec and seed give the very same episodes to every model, which is what
-:func:`paired_comparison` needs.
-
-The episode loop and the statistics live in :mod:`learning.engine.episode_eval`; this
-module finds the algorithm's classify function in the registry
-(:func:`learning.engine.algorithms.get_entry`) and rebuilds saved models.
+:func:`paired_comparison` needs. An algorithm's classify function comes from the
+registry (:func:`learning.engine.algorithms.get_entry`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor, nn
 
 from learning.engine.algorithms import get_entry
 from learning.engine.data import ImageArrays
-from learning.engine.episode_eval import (
-    EVAL_STREAM,
-    MIN_PROTOCOL_EPISODES,
-    EvalResult,
-    evaluate_episodes,
-    mean_ci95,
-    paired_comparison,
-)
-from learning.engine.progress import EvaluationStopped, ProgressFn, StopFn
+from learning.engine.device import resolve_device
+from learning.engine.episodes import EpisodeSampler, EpisodeSpec
+from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
 from learning.engine.weights import load_model
 
 __all__ = [
@@ -44,6 +41,59 @@ __all__ = [
     "mean_ci95",
     "paired_comparison",
 ]
+
+MIN_PROTOCOL_EPISODES = 600
+EVAL_STREAM = 7
+"""Episode stream of evaluations; training samplers use stream 0, so a shared seed draws other episodes."""
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy over ``episodes`` episodes: ``mean`` and ``ci95`` as fractions in [0, 1].
+
+    ``per_episode`` is ``(episodes,)`` float64, the query accuracy of each episode;
+    ``episode_key`` identifies the episodes (classes, spec, seed, count).
+    """
+
+    mean: float
+    ci95: float
+    episodes: int
+    per_episode: np.ndarray
+    episode_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no per-episode array)."""
+        return {
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "episodes": self.episodes,
+            "episode_key": self.episode_key,
+        }
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """``(mean, 1.96 * std(ddof=1) / sqrt(n))`` of a 1-D array; the half-width is 0 for one value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = float(np.mean(values))
+    if n == 1:
+        return mean, 0.0
+    return mean, float(Z95 * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def _episode_key(
+    data: ImageArrays, classes: Sequence[int], spec: EpisodeSpec, seed: int, episodes: int
+) -> str:
+    payload = {
+        "classes": [data.class_names[c] for c in classes],
+        "spec": [spec.n_way, spec.k_shot, spec.query, spec.within_group],
+        "seed": seed,
+        "episodes": episodes,
+        "stream": EVAL_STREAM,
+    }
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
 
 
 def evaluate_model(
@@ -87,26 +137,44 @@ def evaluate_model(
     entry = get_entry(algorithm, "image")
     if entry.classify is None:
         raise ValueError(f"algorithm {algorithm!r} has no classifier")
-    return evaluate_episodes(
-        entry.classify,
-        model,
-        data,
-        classes=classes,
-        n_way=n_way,
-        k_shot=k_shot,
-        query=query,
-        episodes=episodes,
-        within_group=within_group,
-        seed=seed,
-        adapt=adapt,
-        batch_episodes=batch_episodes,
-        device=device,
-        strict=strict,
-        seen_class_names=seen_class_names,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        progress_interval_s=progress_interval_s,
-    )
+    if strict and episodes < MIN_PROTOCOL_EPISODES:
+        raise ValueError(f"the protocol needs >= {MIN_PROTOCOL_EPISODES} episodes, got {episodes}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seen_class_names is not None:
+        seen = set(seen_class_names)
+        overlap = sorted(data.class_names[c] for c in classes if data.class_names[c] in seen)
+        if overlap:
+            raise ValueError(
+                f"{len(overlap)} evaluation classes were seen in meta-training, e.g. {overlap[:5]}"
+            )
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear) and head.out_features != n_way:
+        raise ValueError(f"the model's head has {head.out_features} outputs but the episodes are {n_way}-way")
+    spec = EpisodeSpec(n_way=n_way, k_shot=k_shot, query=query, within_group=within_group, rotations=False)
+    sampler = EpisodeSampler(data, classes, spec, seed, stream=EVAL_STREAM)
+    dev = torch.device(device) if isinstance(device, torch.device) else resolve_device(device or "auto")
+    model = model.to(dev)
+    was_training = model.training
+    model.eval()
+    accuracies = np.empty(episodes, dtype=np.float64)
+    meter = ProgressMeter(episodes, on_progress, interval_s=progress_interval_s)
+    try:
+        for start in range(0, episodes, batch_episodes):
+            check_stop(should_stop, start, episodes)
+            count = min(batch_episodes, episodes - start)
+            tasks = sampler.batch(start, count, dev)
+            with torch.no_grad():
+                scores: Tensor = entry.classify(
+                    model, tasks.x_support, tasks.y_support, tasks.x_query, adapt or {}
+                )
+            correct = (scores.argmax(-1) == tasks.y_query).double().mean(-1)
+            accuracies[start : start + count] = correct.cpu().numpy()
+            meter.advance(count)
+    finally:
+        model.train(was_training)
+    mean, ci = mean_ci95(accuracies)
+    return EvalResult(mean, ci, episodes, accuracies, _episode_key(data, classes, spec, seed, episodes))
 
 
 def evaluate_classifier(
@@ -157,3 +225,22 @@ def evaluate_classifier(
         should_stop=should_stop,
         progress_interval_s=progress_interval_s,
     )
+
+
+def paired_comparison(a: EvalResult, b: EvalResult) -> dict[str, float]:
+    """Compare two evaluations on identical episodes: ``a`` minus ``b``.
+
+    Returns ``{"mean_diff", "ci95", "p_value", "episodes"}``: the mean per-episode
+    accuracy difference, its 95% half-width (``1.96 * std / sqrt(n)`` of the differences)
+    and the two-sided paired t-test p-value (1.0 when all differences are zero). Raises
+    ``ValueError`` unless both results come from the same episodes.
+    """
+    if a.episode_key != b.episode_key or a.episodes != b.episodes:
+        raise ValueError("paired comparison needs identical episodes (same classes, spec, seed and count)")
+    diff = a.per_episode - b.per_episode
+    mean, ci = mean_ci95(diff)
+    if a.episodes < 2 or float(np.std(diff)) == 0.0:
+        p_value = 1.0 if mean == 0.0 else 0.0
+    else:
+        p_value = float(stats.ttest_rel(a.per_episode, b.per_episode).pvalue)
+    return {"mean_diff": mean, "ci95": ci, "p_value": p_value, "episodes": float(a.episodes)}

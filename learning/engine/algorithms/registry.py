@@ -8,14 +8,40 @@ See the package docstring for how to add an algorithm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor, nn
 
 from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
-from learning.engine.episode_eval import ClassifyFn
 from learning.engine.loop import TrainResult
 from learning.engine.params import is_config
+from learning.engine.progress import StopFn
+
+
+class ClassifyFn(Protocol):
+    """``fn(model, x_support (B,S,C,H,W), y_support (B,S), x_query (B,Q,C,H,W), adapt) -> scores (B,Q,N)``.
+
+    The predicted label of a query is the argmax over the last dim; ``adapt`` holds the
+    evaluation-time settings (e.g. ``inner_lr``, ``inner_steps``) of MAML-family methods.
+    ``should_stop`` is polled between inner steps by methods that adapt, which then raise
+    :class:`learning.engine.functional.AdaptationStopped`; one-pass methods ignore it.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        adapt: Mapping[str, Any],
+        /,
+        *,
+        should_stop: StopFn | None = None,
+    ) -> Tensor: ...
+
 
 TrainFn = Callable[..., TrainResult]
 """``fn(config, data, *, on_progress=None, should_stop=None, checkpoint=None) -> TrainResult``."""
