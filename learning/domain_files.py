@@ -12,6 +12,9 @@ Every problem raises ``InvalidInput`` with ``field="source"`` and a message nami
 ``check_zip`` makes those archive checks alone (it reads only the archive's directory), for
 a request that hands a large archive to a job.
 
+A URL is downloaded by ``learning.url_fetch``: public addresses only, redirects checked hop
+by hop, one deadline for the whole download.
+
 The readers take the optional ``on_progress`` and ``should_stop`` callbacks of
 ``learning.domain_layout.build_image_arrays``, for a job that imports in the background.
 """
@@ -22,9 +25,7 @@ import os
 import re
 import stat
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -45,8 +46,8 @@ from learning.domain_layout import (
 )
 from learning.engine.data import ImageArrays
 from learning.errors import InvalidInput
+from learning.url_fetch import fetch_url
 
-DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 32 * 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -335,27 +336,22 @@ def read_url(
     url: str,
     *,
     limits: ImportLimits,
-    timeout: float = DOWNLOAD_TIMEOUT_S,
+    deadline_s: float | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> ImageArrays:
-    """Download a zip over http(s), at most ``limits.max_bytes`` of it, and decode it."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise invalid_source(f"{url} is not an http or https URL")
-    request = urllib.request.Request(url, headers={"User-Agent": "MetaKB domain import"})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # the scheme was checked above
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise invalid_source(f"could not download {url} ({exc})") from exc
-    with response:
-        length = response.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > limits.max_bytes:
-            raise invalid_source(f"{url} is {int(length):,} bytes; the limit is {limits.max_bytes:,}")
-        try:
-            spool = _spool(iter(lambda: response.read(_CHUNK), b""), limit=limits.max_bytes, source=url)
-        except (OSError, urllib.error.URLError) as exc:
-            raise invalid_source(f"the download of {url} failed ({exc})") from exc
-    name = os.path.basename(parsed.path) or url
+    """Download a zip over http(s), at most ``limits.max_bytes`` of it, and decode it.
+
+    ``learning.url_fetch`` makes the download: public addresses only (one message for every
+    refused one), redirects checked hop by hop, and one deadline for the whole download,
+    ``deadline_s`` or ``IMPORT_URL_DEADLINE_S``. ``IMPORT_FROM_URL = False`` turns it off.
+    """
+    if not settings.IMPORT_FROM_URL:
+        raise invalid_source("importing from a URL is turned off on this server (setting IMPORT_FROM_URL)")
+    deadline = settings.IMPORT_URL_DEADLINE_S if deadline_s is None else deadline_s
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
     with spool:
+        fetch_url(url, spool, max_bytes=limits.max_bytes, deadline_s=deadline)
+        spool.seek(0)
+        name = os.path.basename(urllib.parse.urlsplit(url).path) or url
         return read_zip(spool, limits=limits, source=name, on_progress=on_progress, should_stop=should_stop)

@@ -13,8 +13,10 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from learning.algorithms import hyperparameters_schema, meta_train_algorithms, transfer_methods
+from learning.api.strict import StrictFieldsMixin
 from learning.errors import InvalidInput
 from learning.models import Visibility
+from learning.throttles import JobCreateThrottle
 from tasks_app import selectors, services
 from tasks_app.engine_config import MIN_EVAL_EPISODES
 from tasks_app.models import Job
@@ -59,7 +61,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class TaskInputSerializer(serializers.Serializer):
+class TaskInputSerializer(StrictFieldsMixin, serializers.Serializer):
     """A new task spec, when the job does not name an existing one."""
 
     n_way = serializers.IntegerField(default=5)
@@ -116,7 +118,7 @@ class HyperparametersExtension(OpenApiSerializerFieldExtension):
         }
 
 
-class JobCreateSerializer(serializers.Serializer):
+class JobCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     """The launch request; shapes only. The service checks it against the catalog and the engine.
 
     ``meta_train``: ``domain`` and ``algorithm``. ``transfer``: ``source_model``, the target
@@ -151,6 +153,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     serializer_class = JobSerializer
     filterset_class = JobFilter
     permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [JobCreateThrottle]
     ordering_fields = ["created_at", "status"]
 
     def get_queryset(self):

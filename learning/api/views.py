@@ -24,7 +24,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,12 +32,14 @@ from rest_framework.serializers import BaseSerializer
 
 from learning import heavy_work, selectors
 from learning.api import filtersets, serializers
+from learning.api.errors import DepthSafeJSONParser
 from learning.api.predict import predict_response, predict_schema
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
 from learning.services.domains import domain_import
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import task_spec_create
+from learning.throttles import AuthRateThrottle, PredictAnonThrottle, PredictUserThrottle
 from tasks_app.imports import domain_upload_import
 from tasks_app.models import Job
 
@@ -226,7 +228,8 @@ class MetaModelViewSet(CatalogViewSet):
         detail=True,
         methods=["post"],
         permission_classes=[AllowAny],
-        parser_classes=[JSONParser, MultiPartParser],
+        parser_classes=[DepthSafeJSONParser, MultiPartParser],
+        throttle_classes=[PredictAnonThrottle, PredictUserThrottle],
     )
     def predict(self, request: Request, pk: str | None = None) -> Response:
         """Read-only, so anyone who may see the model may ask; ``learning.api.predict`` answers."""
@@ -257,6 +260,8 @@ class EvaluationViewSet(CatalogViewSet):
 
 class TokenView(ObtainAuthToken):
     """Trade a username and password for the user's API token (``Authorization: Token <key>``)."""
+
+    throttle_classes = [AuthRateThrottle]
 
     @extend_schema(
         tags=["auth"],

@@ -16,9 +16,9 @@ fields of the launch form). Supported types: ``int``, ``float``, ``bool``, ``str
 declared otherwise), any of those ``| None``, ``dict | None`` (an opaque JSON object) and
 nested config dataclasses.
 
-Integers accept integral floats (``5.0``, ``1e3``: JSON has one number type) and are then
-held to the same bounds. A config class may define ``check(self)`` for rules between
-fields; it raises :class:`ConfigError`.
+Integers must be JSON integers: ``5.0`` and ``1e3`` are refused, naming the field. A
+config class may define ``check(self)`` for rules between fields; it raises
+:class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -200,11 +200,10 @@ def _value(tp: Any, raw: Any, spec: Param, path: str) -> Any:
 
 def _integer(raw: Any, path: str) -> int:
     # bool is an int subclass; a form that sends true for a step count is a bug, not 1 step.
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+    # A float is refused even when whole: 1e7 steps is more likely a slip than a plan.
+    if isinstance(raw, bool) or not isinstance(raw, int):
         raise ConfigError(path, f"must be an integer, got {raw!r}")
-    if isinstance(raw, float) and not raw.is_integer():
-        raise ConfigError(path, f"must be an integer, got {raw!r}")
-    return int(raw)
+    return raw
 
 
 def _bounded(value: float, spec: Param, path: str) -> Any:

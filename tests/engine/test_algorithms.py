@@ -66,7 +66,7 @@ def test_a_config_stored_before_evaluation_left_training_still_validates():
         ({"algorithm": "magic"}, "algorithm", "unknown algorithm 'magic'"),
         ({"algorithm": None}, "algorithm", "is required"),
         ({"steps": 0}, "steps", "must be between 1 and 200000, got 0"),
-        ({"steps": 200001.0}, "steps", "must be between 1 and 200000, got 200001"),
+        ({"steps": 200001.0}, "steps", "must be an integer, got 200001.0"),
         ({"steps": True}, "steps", "must be an integer, got True"),
         ({"meta_batch": "32"}, "meta_batch", "must be an integer, got '32'"),
         ({"inner_lr": -0.1}, "inner_lr", "must be > 0 and <= 100, got -0.1"),

@@ -59,12 +59,12 @@ def test_defaults_fill_in_and_the_stored_dict_round_trips():
     assert parse(Example, stored) == parsed
 
 
-def test_integral_floats_are_integers_and_held_to_the_same_bounds():
-    assert parse(Example, {"steps": 5.0}).steps == 5
+def test_an_integer_setting_refuses_floats_even_whole_ones():
+    for value in (5.0, 1e7, 2.5, True, "5"):
+        with pytest.raises(ConfigError, match=r"steps: must be an integer, got "):
+            parse(Example, {"steps": value})
     with pytest.raises(ConfigError, match=r"steps: must be between 1 and 1000, got 1001"):
-        parse(Example, {"steps": 1001.0})
-    with pytest.raises(ConfigError, match=r"steps: must be an integer, got 2.5"):
-        parse(Example, {"steps": 2.5})
+        parse(Example, {"steps": 1001})
 
 
 @pytest.mark.parametrize(

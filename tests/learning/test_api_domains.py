@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from learning.models import SourceDomain, Visibility
 from tests.learning.factories import image_domain, make_image_zip
+from tests.security.local_http import allow_local
 
 pytestmark = pytest.mark.django_db
 
@@ -166,14 +167,15 @@ def test_import_an_uploaded_zip(user_client, user, tmp_path):
     assert {c["name"] for c in body["classes"]} == {"group-a/alpha", "group-b/beta", "group-a/gamma"}
 
 
-def test_import_from_a_url(user_client, user, tmp_path):
-    # given a zip served over http
+def test_import_from_a_url(user_client, user, tmp_path, monkeypatch):
+    # given a zip served over http, on a local server let through the URL check
     make_image_zip(tmp_path / "strokes.zip", {"a": 3, "b": 3}, variant=12)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/strokes.zip"
+    allow_local(monkeypatch, server.server_port)
 
     # when ada imports it by URL with a JSON body
     try:

@@ -25,6 +25,7 @@ from learning.images import normalize_image
 from learning.models import SourceDomain
 from learning.services.domains import domain_import
 from tests.learning.factories import image_domain, make_image_folder, make_image_zip, png_bytes
+from tests.security.local_http import allow_local
 
 OMNIGLOT = Path(settings.BASE_DIR).parent / "shared" / "data" / "omniglot"
 SMALL1_GROUPS = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
@@ -192,8 +193,8 @@ def test_an_import_asked_to_stop_stops_before_storing_anything(tmp_path, artifac
 
 
 @pytest.fixture
-def http_folder(tmp_path):
-    """A local HTTP server for files in ``tmp_path / "www"``; yields its base URL."""
+def http_folder(tmp_path, monkeypatch):
+    """A local HTTP server for files in ``tmp_path / "www"``, let past the URL check; yields its base URL."""
     www = tmp_path / "www"
     www.mkdir()
 
@@ -207,6 +208,7 @@ def http_folder(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    allow_local(monkeypatch, server.server_address[1])
     yield www, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

@@ -34,6 +34,17 @@ def test_a_valid_request_writes_a_queued_job_and_enqueues_it_on_commit(
     assert len(callbacks) == 2  # the catalog event for the new task spec, and the enqueue
 
 
+def test_an_unknown_field_in_the_task_is_named_in_the_400(user_client, digits):
+    # given a task with a field the API does not have / when posted
+    body = {**GOOD, "task": {"n_way": 5, "k_shot": 1, "shots": 1}}
+    response = user_client.post("/api/v1/jobs/", body, format="json")
+    # then the 400 names it inside the task, and nothing is written
+    assert response.status_code == 400
+    [message] = response.json()["task"]["shots"]
+    assert message.startswith("unknown field; known: k_shot, n_way")
+    assert Job.objects.count() == 0 and TaskSpec.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
@@ -46,10 +57,12 @@ def test_a_valid_request_writes_a_queued_job_and_enqueues_it_on_commit(
         ({"hyperparameters": {"outer_lr": 0}}, "outer_lr", "outer_lr: must be > 0"),
         ({"hyperparameters": {"outer_lr": -1.0}}, "outer_lr", "must be > 0"),
         ({"hyperparameters": {"steps": 0}}, "steps", "steps: must be between 1 and 200000, got 0"),
-        ({"hyperparameters": {"steps": 200001.0}}, "steps", "between 1 and 200000"),
+        ({"hyperparameters": {"steps": 200001.0}}, "steps", "steps: must be an integer, got 200001.0"),
+        ({"hyperparameters": {"meta_batch": 4096.0}}, "meta_batch", "must be an integer"),
         ({"hyperparameters": {"steps": 10**7}}, "steps", "between 1 and 200000"),
         ({"hyperparameters": {"inner_step": 3}}, "inner_step", "unknown setting 'inner_step'"),
         ({"eval_episodes": 100}, "eval_episodes", "from 600 to 20000, got 100"),
+        ({"steps": "many"}, "steps", "unknown field; known: "),
         ({"domain": "nope"}, "domain", "no domain 'nope'"),
         (
             {"task": {"n_way": 5, "k_shot": 150, "query_size": 50}},
