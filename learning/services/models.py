@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 
@@ -37,7 +38,9 @@ def metamodel_register(
         raise InvalidInput("a model needs a name", field="name")
     if not weights:
         raise InvalidInput("the weights are empty", field="weights")
-    stored = artifact_save(f"models/{algorithm}-{architecture}.safetensors", weights)
+    # The name comes from the content only: user-given fields (an algorithm "a/b/c") never
+    # shape paths in storage.
+    stored = artifact_save(f"models/{hashlib.sha256(weights).hexdigest()[:32]}.safetensors", weights)
     try:
         with transaction.atomic():
             model = MetaModel.objects.create(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,25 @@ def test_unknown_fields_of_a_job_request_are_refused_by_name(user_client):
     assert response.status_code == 400
     assert list(response.json()) == ["steps"] and response.json()["steps"][0].startswith("unknown field")
     assert Job.objects.count() == 0
+
+
+def test_a_model_s_weights_file_is_named_by_its_content_not_by_user_fields(user_client, artifacts_in_tmp):
+    # given real weights uploaded under an algorithm name that looks like a path
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from learning.engine.weights import weights_to_bytes
+    from tests.engine.test_predict import tiny_model
+
+    result = tiny_model("protonet")
+    blob = weights_to_bytes(result.weights, result.model_config, result.algorithm)
+    weights = SimpleUploadedFile("w.safetensors", blob, "application/octet-stream")
+    body = {"name": "m", "algorithm": "a/b/c", "architecture": "conv4", "weights": weights}
+    response = user_client.post("/api/v1/models/", body, format="multipart")
+    # then whatever the answer, the stored files sit directly in models/, named by their hash
+    made = sorted(
+        p.relative_to(artifacts_in_tmp).as_posix() for p in artifacts_in_tmp.rglob("*") if p.is_file()
+    )
+    assert all(re.fullmatch(r"models/[0-9a-f]{32}\.safetensors", name) for name in made), (
+        response.status_code,
+        made,
+    )
