@@ -137,7 +137,12 @@ class JobCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     hyperparameters = HyperparametersField(required=False, default=dict)
     model_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     eval_episodes = serializers.IntegerField(default=MIN_EVAL_EPISODES)
-    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
+    visibility = serializers.ChoiceField(
+        choices=Visibility.choices,
+        default=None,
+        allow_null=True,
+        help_text="Of the model it makes; default: private when its data or source is private, else public.",
+    )
 
 
 class JobFilter(django_filters.FilterSet):

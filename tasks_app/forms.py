@@ -16,6 +16,8 @@ from learning.engine.params import FormParam
 from learning.models import Visibility
 from tasks_app.engine_config import MIN_EVAL_EPISODES
 
+VISIBILITY_CHOICES = [("", "Automatic: private if the data or source is private"), *Visibility.choices]
+
 FIRST_JOB_INITIAL = {"steps": 500, "meta_batch": 4}
 """The form's initial values where they differ from the algorithms' defaults: a first job that
 finishes in minutes on a CPU. The defaults themselves are the papers' full-length settings."""
@@ -88,7 +90,7 @@ class MetaTrainForm(SettingsMixin, forms.Form):
         initial=MIN_EVAL_EPISODES, help_text="Meta-test episodes (at least 600)."
     )
     model_name = forms.CharField(required=False, max_length=200)
-    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+    visibility = forms.ChoiceField(choices=VISIBILITY_CHOICES, required=False, initial="")
 
     def __init__(self, *args, domains, task_specs, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -120,7 +122,7 @@ class MetaTrainForm(SettingsMixin, forms.Form):
             "task": task,
             "model_name": data.get("model_name", ""),
             "eval_episodes": data["eval_episodes"],
-            "visibility": data["visibility"],
+            "visibility": data["visibility"] or None,
         }
 
     @property
@@ -140,7 +142,7 @@ class TransferForm(SettingsMixin, forms.Form):
         initial=MIN_EVAL_EPISODES, help_text="Episodes per shot count (≥ 600)."
     )
     model_name = forms.CharField(required=False, max_length=200)
-    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+    visibility = forms.ChoiceField(choices=VISIBILITY_CHOICES, required=False, initial="")
 
     def __init__(self, *args, models, domains, task_specs, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -175,5 +177,5 @@ class TransferForm(SettingsMixin, forms.Form):
             "task": task,
             "eval_episodes": data["eval_episodes"],
             "model_name": data.get("model_name", ""),
-            "visibility": data["visibility"],
+            "visibility": data["visibility"] or None,
         }

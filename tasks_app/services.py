@@ -46,6 +46,22 @@ def _visible_task_spec(*, user, domain: SourceDomain, task_spec_id: Any) -> Task
     return spec
 
 
+def _visibility(asked: str | None, *inputs: Any) -> str:
+    """The visibility of what a job makes: as ``asked``, or private when any input is private.
+
+    Nothing derived from a private domain or model (its name in a job title, its task spec)
+    becomes public unless its owner says so.
+    """
+    if asked is None:
+        private = any(getattr(i, "visibility", None) == Visibility.PRIVATE for i in inputs)
+        return Visibility.PRIVATE if private else Visibility.PUBLIC
+    if asked not in Visibility.values:
+        raise InvalidInput(
+            f"visibility must be one of {Visibility.values}, got {asked!r}", field="visibility"
+        )
+    return asked
+
+
 def _task_spec_for(
     *, owner, domain: SourceDomain, task_spec_id: Any, task: dict[str, Any] | None, visibility: str
 ) -> TaskSpec:
@@ -80,7 +96,7 @@ def job_create_meta_train(
     task: dict[str, Any] | None = None,
     model_name: str = "",
     eval_episodes: int = MIN_EVAL_EPISODES,
-    visibility: str = Visibility.PUBLIC,
+    visibility: str | None = None,
     enqueue: bool = True,
 ) -> Job:
     """Validate a meta-training request against the catalog and the engine, write the Job, enqueue it.
@@ -93,10 +109,7 @@ def job_create_meta_train(
         domain = catalog.domain_get(user=owner, slug=domain_slug)
     except Http404 as exc:
         raise InvalidInput(f"no domain {domain_slug!r}", field="domain") from exc
-    if visibility not in Visibility.values:
-        raise InvalidInput(
-            f"visibility must be one of {Visibility.values}, got {visibility!r}", field="visibility"
-        )
+    visibility = _visibility(visibility, domain)
     eval_episodes = _eval_episodes(eval_episodes)
     spec = _task_spec_for(
         owner=owner, domain=domain, task_spec_id=task_spec_id, task=task, visibility=visibility
@@ -181,7 +194,7 @@ def job_create_transfer(
     task: dict[str, Any] | None = None,
     eval_episodes: int = MIN_EVAL_EPISODES,
     model_name: str = "",
-    visibility: str = Visibility.PUBLIC,
+    visibility: str | None = None,
     enqueue: bool = True,
 ) -> Job:
     """Validate a transfer of a KB model onto a target domain, write the Job, enqueue it.
@@ -204,6 +217,7 @@ def job_create_transfer(
         raise InvalidInput(f"no domain {target_domain_slug!r}", field="domain") from exc
     if not target.is_image:
         raise InvalidInput("transfer targets are image domains", field="domain")
+    visibility = _visibility(visibility, source, target)
     eval_episodes = _eval_episodes(eval_episodes)
     spec = _task_spec_for(
         owner=owner, domain=target, task_spec_id=task_spec_id, task=task, visibility=visibility
