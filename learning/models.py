@@ -81,8 +81,11 @@ class SourceDomain(CatalogEntry):
 
     class Meta(CatalogEntry.Meta):
         constraints = [
+            # Per owner: someone's private copy must not block, or reveal, another's import.
             models.UniqueConstraint(
-                fields=["content_sha256"], condition=~Q(content_sha256=""), name="unique_domain_content"
+                fields=["owner", "content_sha256"],
+                condition=~Q(content_sha256=""),
+                name="unique_domain_content_per_owner",
             ),
         ]
 

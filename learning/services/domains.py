@@ -170,7 +170,7 @@ def function_domain_create(
         sha256 = builtin_domains.generator_sha256(generator)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"the generator is not plain JSON ({exc})", field="generator") from exc
-    _check_new_content(sha256)
+    _check_new_content(sha256, owner)
     try:
         with transaction.atomic():
             catalog_changed_on_commit()
@@ -250,8 +250,9 @@ def _check_entry(*, name: str, visibility: str, license: str) -> str:
     return name
 
 
-def _check_new_content(sha256: str) -> None:
-    same = SourceDomain.objects.filter(content_sha256=sha256).first()
+def _check_new_content(sha256: str, owner) -> None:
+    """Refuse content the importing user can already see; a copy they cannot see is not named."""
+    same = SourceDomain.objects.visible_to(owner).filter(content_sha256=sha256).first()
     if same is not None:
         raise InvalidInput(
             f"this content is already in the catalog as domain {same.name!r} ({same.slug})", field="source"
@@ -309,7 +310,7 @@ def _image_domain_create(
     """Store the arrays and thumbnails, then write the row; undo the files if anything fails."""
     payload = image_arrays_to_bytes(arrays)
     sha256 = hashlib.sha256(payload).hexdigest()
-    _check_new_content(sha256)
+    _check_new_content(sha256, owner)
     slug = _free_slug(name)
     counts = arrays.class_counts()
     classes = [

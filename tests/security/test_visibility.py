@@ -40,3 +40,36 @@ def test_an_owner_may_still_choose_public_and_public_data_stays_public(user, use
     default = _launch(user_client, public)
     assert Job.objects.get(pk=chosen.json()["id"]).config["visibility"] == Visibility.PUBLIC
     assert Job.objects.get(pk=default.json()["id"]).config["visibility"] == Visibility.PUBLIC
+
+
+def _zip(tmp_path, name):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.learning.factories import make_image_zip
+
+    path = make_image_zip(tmp_path / name, {"alpha": 3, "beta": 3}, variant=4242)
+    return SimpleUploadedFile(f"{name}", path.read_bytes(), "application/zip")
+
+
+def test_someone_s_private_copy_neither_blocks_nor_names_itself_to_another_importer(
+    user_client, stranger_client, tmp_path
+):
+    # given ada's private domain
+    first = user_client.post(
+        "/api/v1/domains/",
+        {"name": "Ada's secret strokes", "file": _zip(tmp_path, "a.zip"), "visibility": "private"},
+        format="multipart",
+    )
+    assert first.status_code == 201, first.json()
+    # when eve uploads the very same bytes
+    second = stranger_client.post(
+        "/api/v1/domains/", {"name": "Eve's strokes", "file": _zip(tmp_path, "b.zip")}, format="multipart"
+    )
+    # then eve's import goes through, and nothing in it names ada's domain
+    assert second.status_code == 201, second.json()
+    assert b"secret" not in second.content
+    # and ada herself is still told she has it already
+    again = user_client.post(
+        "/api/v1/domains/", {"name": "Ada again", "file": _zip(tmp_path, "c.zip")}, format="multipart"
+    )
+    assert again.status_code == 400 and "already in the catalog" in str(again.json())
