@@ -13,12 +13,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from kbsite.routing import websocket_urlpatterns  # noqa: E402
+from learning.body_limits import limit_bodies  # noqa: E402
 from learning.heavy_work import watch_disconnects  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # A client that disconnects has its heavy work (predictions, imports) stopped.
-        "http": watch_disconnects(django_asgi_app),
+        # Oversize bodies are refused before they are read; a client that disconnects has its
+        # heavy work (predictions, imports) stopped.
+        "http": limit_bodies(watch_disconnects(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

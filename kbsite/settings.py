@@ -163,6 +163,10 @@ IMPORT_INLINE_MAX_BYTES = env.int("IMPORT_INLINE_MAX_BYTES", default=5 * 1024 * 
 # Import from a URL (learning.url_fetch): public http(s) addresses only, one deadline for the download.
 IMPORT_FROM_URL = env.bool("IMPORT_FROM_URL", default=True)
 IMPORT_URL_DEADLINE_S = env.float("IMPORT_URL_DEADLINE_S", default=60.0)
+# Bodies are refused by size before they are read (learning.body_limits): model weights, and
+# every other request (predictions with hundreds of images included); imports use IMPORT_MAX_BYTES.
+MODEL_WEIGHTS_MAX_BYTES = env.int("MODEL_WEIGHTS_MAX_BYTES", default=256 * 1024 * 1024)
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=64 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # A few-shot predict request carries up to 100 support and 500 query images.
 DATA_UPLOAD_MAX_NUMBER_FILES = 700
