@@ -54,8 +54,9 @@ class SettingsMixin:
         self, entries: Sequence[AlgorithmEntry], initial: dict[str, object] | None = None
     ) -> None:
         takes: dict[str, list[str]] = {}
+        settings_of = {entry.name: form_settings(entry) for entry in entries}
         for entry in entries:
-            for param in form_settings(entry):
+            for param in settings_of[entry.name]:
                 # A field the form declares itself (seed: the task spec's too) is kept as declared.
                 if param.name not in takes and param.name not in self.fields:
                     self.fields[param.name] = _setting_field(param, initial or {})
@@ -63,7 +64,7 @@ class SettingsMixin:
         for name, algorithms in takes.items():
             self.fields[name].widget.attrs["data-algorithms"] = " ".join(algorithms)
         self.setting_names = list(takes)
-        self.settings_of = {e.name: [p.name for p in form_settings(e)] for e in entries}
+        self.settings_of = {name: [p.name for p in params] for name, params in settings_of.items()}
 
     @property
     def setting_fields(self) -> list[forms.BoundField]:

@@ -230,13 +230,7 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {
 """``model_config["arch"]`` -> builder: every architecture a saved model can have.
 
 A new architecture is added here (its net defined in this module or one it imports), so that
-any saved model is rebuilt without importing the algorithms; :func:`register_model` adds one
-at run time (e.g. in a test)."""
-
-
-def register_model(arch: str, builder: ModelBuilder) -> None:
-    """Make :func:`build_model` build ``arch`` with ``builder(model_config)``; re-registering replaces it."""
-    MODEL_BUILDERS[arch] = builder
+any saved model is rebuilt without importing the algorithms."""
 
 
 def build_model(model_config: Mapping[str, Any]) -> nn.Module:

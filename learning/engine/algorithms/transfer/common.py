@@ -150,7 +150,7 @@ def _classify_batches(model: TransferNet, images: Tensor, batch: int, columns: i
 
 
 def _finalize(
-    algorithm: str, config: Mapping[str, Any], setup: TargetSetup, data: TransferData, model: TransferNet
+    config: Mapping[str, Any], setup: TargetSetup, data: TransferData, model: TransferNet
 ) -> Callable[[], dict[str, float]]:
     """The run's closing measurement: ``target_accuracy`` on the unused examples of the training classes."""
 
@@ -205,7 +205,7 @@ def run_transfer(
             step_fn=step_fn,
             total_steps=total_steps,
             examples_per_step=examples_per_step,
-            finalize=_finalize(algorithm, config, setup, data, model),
+            finalize=_finalize(config, setup, data, model),
             train_class_names=_seen_names(data, setup, extra_seen),
         ),
         checkpoint_every=config["checkpoint_every"],
