@@ -14,9 +14,7 @@ Results are appended to ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -34,7 +32,6 @@ TARGETS = [
     ("import", "/api/v1/domains/", "multipart/form-data; boundary=x"),
     ("weights", "/api/v1/models/", "multipart/form-data; boundary=x"),
 ]
-CHUNK = 1024 * 1024
 
 
 class PeakRSS:
@@ -58,34 +55,6 @@ class PeakRSS:
         self._thread.join()
 
 
-def send_body(port: int, path: str, content_type: str, size: int, *, declared: bool) -> tuple[int, int]:
-    """POST ``size`` bytes; returns (status code, bytes the server accepted before answering)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
-    head.append(f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked")
-    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-    sent = 0
-    chunk = b"x" * CHUNK
-    try:
-        while sent < size:
-            piece = chunk if declared else f"{CHUNK:x}\r\n".encode() + chunk + b"\r\n"
-            sock.sendall(piece)
-            sent += CHUNK
-    except (BrokenPipeError, ConnectionResetError, TimeoutError):
-        pass  # the server answered and closed: the rest was never read
-    if not declared and sent >= size:
-        with contextlib.suppress(OSError):
-            sock.sendall(b"0\r\n\r\n")
-    try:
-        answer = sock.recv(4096).decode(errors="replace")
-    except OSError:
-        answer = ""
-    finally:
-        sock.close()
-    status = int(answer.split(" ", 2)[1]) if answer.startswith("HTTP/") else 0
-    return status, sent
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--megabytes", type=int, default=300)
@@ -95,7 +64,7 @@ def main() -> None:
 
     django.setup()
     from benchmarks._results import append_results
-    from tests.runkb import RunningSystem
+    from tests.runkb import RunningSystem, send_body
 
     var = Path(tempfile.mkdtemp(prefix="metakb-body-limits-"))
     system = RunningSystem(var)
@@ -105,7 +74,7 @@ def main() -> None:
         web = next(
             p
             for p in psutil.Process(system.proc.pid).children(recursive=True)
-            if "daphne" in " ".join(p.cmdline())
+            if "kbsite.server" in " ".join(p.cmdline())
         )
         size = args.megabytes * 1024 * 1024
         for name, path, content_type in TARGETS:
@@ -113,7 +82,7 @@ def main() -> None:
                 before = web.memory_info().rss
                 start = time.monotonic()
                 with PeakRSS(web) as rss:
-                    status, sent = send_body(system.port, path, content_type, size, declared=declared)
+                    status, sent, _ = send_body(system.port, path, content_type, size, declared=declared)
                     time.sleep(0.5)
                 rows.append(
                     [
@@ -138,7 +107,7 @@ def main() -> None:
                 "endpoint",
                 "body",
                 "answer",
-                "MiB sent before answer",
+                "MiB written when answered",
                 "peak RSS rise MiB",
                 "RSS before MiB",
                 "s",
@@ -148,8 +117,8 @@ def main() -> None:
             notes=[
                 "manage.py runkb with embedded defaults; limits: REQUEST_MAX_BYTES 64 MiB (predict), "
                 "IMPORT_MAX_BYTES 200 MiB (import), MODEL_WEIGHTS_MAX_BYTES 256 MiB (weights), each + 1 MiB",
-                "'MiB sent' counts what the client wrote before the server answered and closed "
-                "(kernel socket buffers included)",
+                "'MiB written when answered' counts what the client had written when the answer arrived "
+                "(kernel socket buffers included); the server discards what arrives after its 413",
             ],
         )
     )

@@ -115,7 +115,7 @@ def main() -> None:
             ],
             f"worker{n}",
         )
-    start(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "kbsite.asgi:application"], "daphne")
+    start(["-m", "kbsite.server", "-b", "127.0.0.1", "-p", str(port), "kbsite.asgi:application"], "daphne")
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):

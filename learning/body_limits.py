@@ -11,6 +11,10 @@ limit depends on what the path receives:
 - everything else, predictions included: ``REQUEST_MAX_BYTES``.
 
 Each gets 1 MiB on top for the multipart envelope and the other form fields.
+
+Daphne reads a whole body before it calls the application, so under Daphne the same limits
+are enforced in the server too: ``kbsite.server`` (what ``runkb`` starts) refuses there, and
+this wrapper covers servers that stream bodies to the application.
 """
 
 from __future__ import annotations

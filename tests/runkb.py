@@ -180,3 +180,47 @@ def wait_until(predicate, *, timeout: float, message, interval: float = 0.3):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s: {message()}")
+
+
+BODY_CHUNK = 1024 * 1024
+
+
+def send_body(
+    port: int, path: str, content_type: str, size: int, *, declared: bool
+) -> tuple[int, int, str]:
+    """POST ``size`` bytes; returns (status code, bytes written when the answer arrived, answer text).
+
+    A thread reads the answer while the body is being written, so a server that answers
+    early is seen to do so even if it then lets the client go on sending.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
+    head.append(f"Content-Length: {size}" if declared else "Transfer-Encoding: chunked")
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    sent = 0
+    answer: dict[str, object] = {}
+
+    def read_answer() -> None:
+        try:
+            data = sock.recv(4096)
+        except OSError:
+            data = b""
+        answer.update(text=data.decode(errors="replace"), sent=sent)
+
+    reader = threading.Thread(target=read_answer, daemon=True)
+    reader.start()
+    chunk = b"x" * BODY_CHUNK
+    try:
+        while sent < size:
+            piece = chunk if declared else f"{BODY_CHUNK:x}\r\n".encode() + chunk + b"\r\n"
+            sock.sendall(piece)
+            sent += BODY_CHUNK
+        if not declared:
+            sock.sendall(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass  # the server closed: the rest was never read
+    reader.join(timeout=60)
+    sock.close()
+    text = str(answer.get("text", ""))
+    status = int(text.split(" ", 2)[1]) if text.startswith("HTTP/") else 0
+    return status, int(answer.get("sent", sent)), text  # type: ignore[call-overload]

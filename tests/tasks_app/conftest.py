@@ -85,7 +85,7 @@ class Processes:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = self._start(
-            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "kbsite.asgi:application"], "daphne"
+            ["-m", "kbsite.server", "-b", "127.0.0.1", "-p", str(port), "kbsite.asgi:application"], "daphne"
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

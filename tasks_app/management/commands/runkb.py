@@ -64,7 +64,7 @@ class Command(BaseCommand):
             self._take_back_jobs_of_previous_runs()
 
             supervisor.start(
-                "web server", ["-m", "daphne", "-b", host, "-p", str(port), "kbsite.asgi:application"]
+                "web server", ["-m", "kbsite.server", "-b", host, "-p", str(port), "kbsite.asgi:application"]
             )
             supervisor.start(
                 "watchdog schedule",

@@ -1,0 +1,82 @@
+"""Oversize bodies sent to the real server (``runkb``) are refused before they are read.
+
+Each bounded kind of endpoint gets a body 10x over its limit, once with ``Content-Length``
+and once chunked: the answer is the JSON 413 naming the setting, it arrives before the
+client has written much past the limit, the web server's memory stays flat, and nothing
+is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psutil
+import pytest
+
+from tests.runkb import RunningSystem, send_body
+from tests.security.conftest import LIVE_LIMITS, MiB
+
+pytestmark = pytest.mark.slow
+
+ENDPOINTS = [
+    ("/api/v1/models/1/predict/", "REQUEST_MAX_BYTES"),
+    ("/api/v1/domains/", "IMPORT_MAX_BYTES"),
+    ("/domains/new/", "IMPORT_MAX_BYTES"),
+    ("/api/v1/models/", "MODEL_WEIGHTS_MAX_BYTES"),
+]
+
+
+def _web_server(system: RunningSystem) -> psutil.Process:
+    for process in psutil.Process(system.proc.pid).children(recursive=True):
+        if "kbsite.server" in process.cmdline():
+            return process
+    raise AssertionError("no web server process:\n" + system.output[-4000:])
+
+
+def _stored(system: RunningSystem) -> set[str]:
+    return {str(p.relative_to(system.var_dir)) for p in (system.var_dir / "artifacts").rglob("*")}
+
+
+class PeakRSS:
+    """The largest resident memory (bytes) of a process, sampled every 10 ms while in the block."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak = process, process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(("path", "setting"), ENDPOINTS)
+def test_a_body_ten_times_over_its_limit_gets_413_before_it_is_read(live_system, path, setting, declared):
+    limit = LIVE_LIMITS[setting] + MiB
+    web = _web_server(live_system)
+    stored_before = _stored(live_system)
+    before = web.memory_info().rss
+    with PeakRSS(web) as rss:
+        status, written, answer = send_body(
+            live_system.port, path, "multipart/form-data; boundary=x", 10 * limit, declared=declared
+        )
+    assert status == 413, answer
+    assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {
+        "detail": f"the request body is larger than {limit:,} bytes (setting {setting})"
+    }
+    # With a declared length the answer comes from the headers alone; a chunked body is
+    # counted as it arrives. Either way the client is stopped near the limit (the rest is
+    # what the kernel's socket buffers took), not after ten times it.
+    assert written <= (8 * MiB if declared else limit + 8 * MiB), written
+    assert rss.peak - before < 16 * MiB, f"the web server grew by {(rss.peak - before) / MiB:.1f} MiB"
+    assert _stored(live_system) == stored_before
