@@ -10,6 +10,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+MAX_POSITIVE_INT = 2_147_483_647
+"""The largest value a ``PositiveIntegerField`` holds on every database (PostgreSQL's ``integer``);
+services refuse larger ones, which SQLite would refuse with a crash and PostgreSQL with a DataError."""
+
 
 class Visibility(models.TextChoices):
     PUBLIC = "public", "Public"
@@ -17,7 +21,10 @@ class Visibility(models.TextChoices):
 
 
 class CatalogQuerySet(models.QuerySet):
-    """Row-level access: anonymous users see public rows, a user also sees their own."""
+    """Row-level access: anonymous users see public rows, a user also sees their own.
+
+    ``CatalogEntry.is_visible_to`` is the same rule for a row already loaded.
+    """
 
     def visible_to(self, user) -> CatalogQuerySet:
         if user is not None and user.is_authenticated:
@@ -25,6 +32,14 @@ class CatalogQuerySet(models.QuerySet):
                 return self
             return self.filter(Q(visibility=Visibility.PUBLIC) | Q(owner=user))
         return self.filter(visibility=Visibility.PUBLIC)
+
+
+class TaskSpecQuerySet(CatalogQuerySet):
+    """A task spec is visible only where its domain is too: a public spec over a private domain
+    would otherwise name (and number) something derived from the private data."""
+
+    def visible_to(self, user) -> CatalogQuerySet:
+        return super().visible_to(user).filter(domain__in=SourceDomain.objects.visible_to(user))
 
 
 class CatalogEntry(models.Model):
@@ -41,6 +56,14 @@ class CatalogEntry(models.Model):
     class Meta:
         abstract = True
         ordering = ["-created_at", "-id"]
+
+    def is_visible_to(self, user) -> bool:
+        """Whether ``user`` may see this row: ``CatalogQuerySet.visible_to``'s rule, without a query."""
+        if self.visibility == Visibility.PUBLIC:
+            return True
+        if user is None or not user.is_authenticated:
+            return False
+        return user.is_superuser or self.owner_id == user.pk
 
 
 class SourceDomain(CatalogEntry):
@@ -117,8 +140,14 @@ class TaskSpec(CatalogEntry):
     seed = models.PositiveIntegerField(default=0)
     identity_hash = models.CharField(max_length=64, db_index=True)
 
+    objects = TaskSpecQuerySet.as_manager()
+
     def __str__(self) -> str:
         return self.name
+
+    def is_visible_to(self, user) -> bool:
+        """Visible itself, and over a domain the user may see (``TaskSpecQuerySet.visible_to``)."""
+        return super().is_visible_to(user) and self.domain.is_visible_to(user)
 
 
 class MetaModel(CatalogEntry):

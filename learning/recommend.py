@@ -3,7 +3,8 @@
 Scores come from the source models' features of a few labeled target examples, in
 seconds and before any training: LogME for every model, and LEEP and NCE where the
 model has a classifier head. Where transfer gains on the target were already measured,
-the ranking's Kendall tau against them says how far the scores can be trusted.
+the ranking's Kendall tau against them says how far the scores can be trusted. A model
+whose weights cannot be read or used is left out of the ranking and named in ``skipped``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from learning import selectors
 from learning.algorithms import image_model_algorithms
 from learning.artifacts import artifact_read
 from learning.models import Evaluation, MetaModel, SourceDomain
+from learning.predictors import SkippedModel, each_usable, net_load
 
 EXAMPLES_PER_CLASS = 10
 MAX_CLASSES = 50
@@ -40,6 +42,8 @@ class Ranking:
     recommendations: list[Recommendation]
     kendall_tau: float | None
     """Rank correlation of LogME with the measured gains, where two or more were measured."""
+    skipped: list[SkippedModel]
+    """Models left out because their weights could not be read or used, with the reason."""
 
 
 def _target_sample(target: SourceDomain) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +63,8 @@ def _scores(
     from torch import nn
 
     from learning.engine.transferability import features_of, leep, logme, nce
-    from learning.engine.weights import load_model, weights_from_bytes
 
-    weights, model_config, _ = weights_from_bytes(artifact_read(model.weights_file))
-    net = load_model(weights, model_config)
+    net = net_load(model=model)
     score = logme(features_of(net, images), labels)
     head = getattr(net, "classifier", None) or getattr(net, "head", None)
     if not isinstance(head, nn.Linear):
@@ -82,13 +84,12 @@ def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
     models = selectors.metamodel_list(user=user).filter(algorithm__in=image_model_algorithms())[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
     measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
-    recommendations = []
-    for model in models:
-        logme_score, leep_score, nce_score = _scores(model, images, labels)
-        recommendations.append(
-            Recommendation(model, logme_score, leep_score, nce_score, measured.get(model.pk))
-        )
+
+    def recommend(model: MetaModel) -> Recommendation:
+        return Recommendation(model, *_scores(model, images, labels), measured.get(model.pk))
+
+    recommendations, skipped = each_usable(models, recommend)
     recommendations.sort(key=lambda r: r.logme, reverse=True)
     pairs = [(r.logme, r.measured_gain.gain) for r in recommendations if r.measured_gain is not None]
     tau = kendall_tau([p for p, _ in pairs], [m for _, m in pairs]) if len(pairs) >= 2 else None
-    return Ranking(target, len(labels), int(labels.max()) + 1, recommendations, tau)
+    return Ranking(target, len(labels), int(labels.max()) + 1, recommendations, tau, skipped)

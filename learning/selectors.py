@@ -23,17 +23,15 @@ def domain_get(*, user, slug: str) -> SourceDomain:
 
 
 def task_spec_list(*, user) -> QuerySet[TaskSpec]:
-    return (
-        TaskSpec.objects.visible_to(user)
-        .filter(domain__in=domain_list(user=user))
-        .select_related("domain", "owner")
-    )
+    """Task specs the user may see, over domains the user may see (``TaskSpecQuerySet.visible_to``)."""
+    return TaskSpec.objects.visible_to(user).select_related("domain", "owner")
 
 
 def metamodel_list(*, user) -> QuerySet[MetaModel]:
+    """Models the user may see; their task spec and parent are loaded to check ``is_visible_to``."""
     return (
         MetaModel.objects.visible_to(user)
-        .select_related("owner", "task_spec", "parent")
+        .select_related("owner", "task_spec__domain", "parent")
         .prefetch_related("trained_on")
     )
 
@@ -60,11 +58,15 @@ def metamodel_lineage(*, user, model: MetaModel) -> list[MetaModel]:
 
 
 def evaluation_list(*, user) -> QuerySet[Evaluation]:
-    """Evaluations whose model and target domain the user may both see."""
+    """Evaluations whose model and target domain the user may both see.
+
+    The task spec may still be one the user may not see: show it only where
+    ``evaluation.task_spec.is_visible_to(user)`` (its domain is loaded for that).
+    """
     return Evaluation.objects.filter(
         model__in=MetaModel.objects.visible_to(user),
         target_domain__in=SourceDomain.objects.visible_to(user),
-    ).select_related("model", "target_domain", "task_spec")
+    ).select_related("model", "target_domain", "task_spec__domain")
 
 
 def catalog_counts(*, user) -> dict[str, int]:

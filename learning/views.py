@@ -138,10 +138,12 @@ def domain_upload(request: HttpRequest) -> HttpResponse:
 
 
 def _upload_page(request: HttpRequest, form: DomainUploadForm) -> HttpResponse:
+    """The form; 400 when it shows errors, so a refusal never reads as a success."""
     return render(
         request,
         "learning/domain_upload.html",
         {"form": form, "inline_max_bytes": settings.IMPORT_INLINE_MAX_BYTES},
+        status=400 if form.errors else 200,
     )
 
 
@@ -178,7 +180,8 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def model_try(request: HttpRequest, pk: int) -> HttpResponse:
     """Try a model in the browser: a labeled support set and queries in, predictions out; stores nothing.
 
-    A busy server (503) or a prediction past its deadline (504) shows its message in the page.
+    Bad input (400), a busy server (503) or a prediction past its deadline (504) shows its
+    message in the page.
     """
     model = selectors.metamodel_get(user=request.user, pk=pk)
     context = predict_page.try_page_context(model=model, get=request.GET, post=request.POST)
@@ -189,6 +192,7 @@ def model_try(request: HttpRequest, pk: int) -> HttpResponse:
             )
         except InvalidInput as err:
             context["error"] = err.message
+            return render(request, "learning/model_try.html", context, status=400)
         except heavy_work.HeavyWorkError as err:
             context["error"] = err.message
             return _refused(render(request, "learning/model_try.html", context), err)
@@ -224,7 +228,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         login(request, form.save())
         return redirect("home")
-    return render(request, "registration/signup.html", {"form": form})
+    return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @require_GET

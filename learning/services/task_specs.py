@@ -11,7 +11,7 @@ from django.db import transaction
 
 from learning.errors import InvalidInput
 from learning.events import catalog_changed_on_commit
-from learning.models import SourceDomain, TaskSpec, Visibility
+from learning.models import MAX_POSITIVE_INT, SourceDomain, TaskSpec, Visibility
 
 SPLIT_PARTS = ("meta_train", "meta_val", "meta_test")
 
@@ -83,6 +83,9 @@ def _check_shape(
         raise InvalidInput(f"k_shot must be at least 1, got {k_shot}", field="k_shot")
     if query_size < 1:
         raise InvalidInput(f"query_size must be at least 1, got {query_size}", field="query_size")
+    for field, value in (("n_way", n_way), ("k_shot", k_shot), ("query_size", query_size)):
+        if value > MAX_POSITIVE_INT:
+            raise InvalidInput(f"{field} must be at most {MAX_POSITIVE_INT}, got {value}", field=field)
     if not domain.is_image:
         return
     if n_way < 2:
@@ -149,6 +152,8 @@ def task_spec_create(
     visibility: str = Visibility.PUBLIC,
 ) -> TaskSpec:
     """Validate and create a task spec; ``split`` defaults to :func:`default_split`."""
+    if not 0 <= seed <= MAX_POSITIVE_INT:
+        raise InvalidInput(f"seed must be from 0 to {MAX_POSITIVE_INT}, got {seed}", field="seed")
     split = split if split is not None else default_split(domain=domain, seed=seed)
     _check_split(domain=domain, split=split)
     _check_shape(

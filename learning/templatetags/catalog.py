@@ -1,4 +1,8 @@
-"""Number formatting for the catalog pages: results as "97.3% ± 0.4", counts as "1,623"."""
+"""Number formatting for the catalog pages: results as "97.3% ± 0.4", counts as "1,623".
+
+And ``visible_to``: whether the viewer may see a row a page would name (a task spec of an
+evaluation, say), so that nothing of someone else's private entry is shown.
+"""
 
 from __future__ import annotations
 
@@ -81,3 +85,9 @@ def heat(evaluation: Evaluation) -> str:
     strength = min(1.0, abs(value) / scale)
     hue = 140 if value >= 0 else 4
     return f"hsl({hue} 65% {96 - 40 * strength:.0f}%)"
+
+
+@register.filter
+def visible_to(row, user) -> bool:
+    """Whether ``user`` may see ``row`` (an entry or None): ``{% if ev.task_spec|visible_to:user %}``."""
+    return row is not None and row.is_visible_to(user)

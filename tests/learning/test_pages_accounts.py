@@ -45,7 +45,7 @@ def test_sign_up_with_mismatched_passwords_shows_the_error_and_creates_nothing(c
     )
 
     # then the form comes back with the error beside the field, and no account is made
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.context["form"].errors["password2"]
     assert 'class="error"' in response.content.decode()
     assert not get_user_model().objects.filter(username="grace").exists()

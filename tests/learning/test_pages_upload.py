@@ -90,7 +90,7 @@ def test_a_bad_zip_shows_the_error_beside_the_file_field_and_creates_nothing(cli
     )
 
     # then the form comes back with the error on the file field, and no domain is made
-    assert response.status_code == 200
+    assert response.status_code == 400
     form = response.context["form"]
     assert form.errors["source"]
     assert "__all__" not in form.errors
@@ -116,7 +116,7 @@ def test_a_taken_name_shows_the_error_beside_the_name_field(client, user, tmp_pa
     )
 
     # then the name field carries the error, and still only one domain exists
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.context["form"].errors["name"]
     assert SourceDomain.objects.count() == 1
 
@@ -129,7 +129,7 @@ def test_missing_fields_are_reported_by_the_form(client, user):
     response = client.post(reverse("domain-upload"), {"visibility": "public"})
 
     # then the name and the file are required, and nothing is imported
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert set(response.context["form"].errors) == {"name", "source"}
     assert not SourceDomain.objects.exists()
 

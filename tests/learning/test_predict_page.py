@@ -78,7 +78,7 @@ def test_a_bad_post_shows_the_problem_in_the_page(client, user):
     model = register("maml", owner=user)
     form = rows_form(ways=3)
     response = client.post(page(model), form)
-    assert response.status_code == 200
+    assert response.status_code == 400
     html = response.content.decode()
     assert "trained 5-way" in html and "Predictions" not in html
 

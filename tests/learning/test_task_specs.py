@@ -71,6 +71,8 @@ def test_identity_hash_is_equal_for_equal_specs_and_differs_with_the_seed():
         ({"n_way": 11}, "n_way", "n_way is 11 but meta_test has only 10 classes"),
         ({"k_shot": 15, "query_size": 10}, "k_shot", "k_shot + query_size = 25 exceeds the 20 examples"),
         ({"k_shot": 0}, "k_shot", "k_shot must be at least 1"),
+        ({"query_size": 2**70}, "query_size", "query_size must be at most 2147483647"),  # past the column
+        ({"seed": 2**31}, "seed", "seed must be from 0 to 2147483647"),
         ({"n_way": 12, "within_group": True}, "n_way", "need a group with 12 classes in meta_train"),
         (
             {"split": {"by": "group", "meta_train": ["A"], "meta_test": []}},
