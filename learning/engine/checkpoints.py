@@ -127,7 +127,21 @@ def pack_blob(
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     header = {k: json.dumps(v) for k, v in metadata.items()}
     header["format"] = json.dumps(fmt)
-    return st_save(plain, metadata=header)
+    return _sorted_header(st_save(plain, metadata=header))
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """``blob`` with its JSON header's keys sorted.
+
+    safetensors writes the metadata keys in no fixed order, so the same tensors and metadata
+    would give different bytes, and files named by their content hash would differ for equal
+    content. The data offsets count from the end of the header, so a rewritten header (padded
+    with spaces to a multiple of 8 bytes, as the format asks) leaves them valid.
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + blob[8 + n :]
 
 
 def unpack_blob(blob: bytes, fmt: str = CHECKPOINT_FORMAT) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -137,8 +151,7 @@ def unpack_blob(blob: bytes, fmt: str = CHECKPOINT_FORMAT) -> tuple[dict[str, Te
     """
     try:
         tensors = st_load(bytes(blob))
-        header = _read_header_metadata(blob)
-        metadata = {k: json.loads(v) for k, v in header.items()}
+        metadata = {k: json.loads(v) for k, v in _header_metadata(_read_header(blob)).items()}
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"not a safetensors blob: {exc}") from exc
     if metadata.get("format") != fmt:
@@ -146,18 +159,49 @@ def unpack_blob(blob: bytes, fmt: str = CHECKPOINT_FORMAT) -> tuple[dict[str, Te
     return tensors, metadata
 
 
-def _read_header_metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` dict of a safetensors header (the format is 8-byte length + JSON)."""
+def _read_header(blob: bytes) -> dict[str, Any]:
+    """The JSON header of safetensors bytes (the format is an 8-byte length, then the JSON)."""
     if len(blob) < 8:
         raise ValueError("blob shorter than a safetensors header")
     n = int.from_bytes(blob[:8], "little")
     if n > len(blob) - 8:
         raise ValueError("header length exceeds the blob")
-    header = json.loads(bytes(blob[8 : 8 + n]).decode("utf-8"))
+    try:
+        header = json.loads(bytes(blob[8 : 8 + n]).decode("utf-8"))
+    except RecursionError as exc:
+        raise ValueError("the header is nested too deeply") from exc
+    if not isinstance(header, dict):
+        raise ValueError("the header is not an object")
+    return header
+
+
+def _header_metadata(header: Mapping[str, Any]) -> dict[str, str]:
+    """The ``__metadata__`` dict of a safetensors header."""
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict):
         raise ValueError("header metadata is not an object")
     return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_blob_header(blob: bytes, fmt: str) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, Any]]:
+    """``({tensor name: (safetensors dtype such as "F32", shape)}, metadata)`` of a :func:`pack_blob`
+    blob, read from its header alone: no tensor is loaded.
+
+    Raises :class:`CheckpointFormatError` if the header does not parse or its format is not ``fmt``.
+    """
+    try:
+        header = _read_header(blob)
+        metadata = {k: json.loads(v) for k, v in _header_metadata(header).items()}
+        tensors = {
+            str(name): (str(info["dtype"]), tuple(int(d) for d in info["shape"]))
+            for name, info in header.items()
+            if name != "__metadata__"
+        }
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise CheckpointFormatError(f"not a safetensors blob: {exc}") from exc
+    if metadata.get("format") != fmt:
+        raise CheckpointFormatError(f"expected format {fmt!r}, got {metadata.get('format')!r}")
+    return tensors, metadata
 
 
 def optimizer_state_to_tensors(

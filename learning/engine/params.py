@@ -58,6 +58,8 @@ class Param:
     distinct: bool = True
     """Lists only: refuse repeated entries (class indices); ``minimum``/``maximum`` bound each entry."""
     min_items: int = 0
+    max_items: int | None = None
+    """Lists only: the most entries a list may have (None: no limit)."""
 
     def field(self, default: Any, **changes: Any) -> Any:
         """A dataclass field with this declaration and ``default`` (lists become tuples)."""
@@ -234,6 +236,8 @@ def _list(item: Any, raw: Any, spec: Param, path: str) -> tuple[Any, ...]:
     if len(raw) < spec.min_items:
         entries = "entry" if spec.min_items == 1 else "entries"
         raise ConfigError(path, f"needs at least {spec.min_items} {entries}, got {list(raw)!r}")
+    if spec.max_items is not None and len(raw) > spec.max_items:
+        raise ConfigError(path, f"has {len(raw)} entries; at most {spec.max_items} are allowed")
     out = []
     for entry in raw:
         if item is int:
@@ -290,6 +294,10 @@ def json_schema(cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         elif typing.get_origin(tp) is tuple:
             prop = {"type": "array", "items": {"type": _JSON_TYPES[typing.get_args(tp)[0]]}}
             prop["uniqueItems"] = spec.distinct
+            if spec.min_items:
+                prop["minItems"] = spec.min_items
+            if spec.max_items is not None:
+                prop["maxItems"] = spec.max_items
         elif tp is dict or typing.get_origin(tp) is dict:
             prop = {"type": "object"}
         else:

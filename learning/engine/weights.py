@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from learning.engine.checkpoints import CheckpointFormatError, pack_blob, unpack_blob
+from learning.engine.model_configs import parse_model_config
 from learning.engine.nets import build_model
 
 WEIGHTS_FORMAT = "metakb-weights/1"
@@ -41,13 +43,18 @@ def weights_from_bytes(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any], 
 
 
 def load_model(weights: Mapping[str, Tensor], model_config: Mapping[str, Any]) -> nn.Module:
-    """The net of ``model_config`` with ``weights`` loaded (strict), in eval mode, on CPU.
+    """The net of ``model_config`` with (copies of) ``weights``, in eval mode, on CPU.
 
-    Raises ``ValueError`` when the weights do not fit the architecture.
+    A stored ``model_config`` is untrusted: it is checked against its declaration first
+    (:func:`parse_model_config`), and the net is built on the ``meta`` device, so nothing
+    is allocated for it beyond the copies of ``weights`` it takes. Raises ``ValueError``
+    (a :class:`ConfigError` for the config) when the weights do not fit.
     """
-    model = build_model(model_config)
+    config = parse_model_config(model_config)
+    with torch.device("meta"):
+        model = build_model(config)
     try:
-        model.load_state_dict(dict(weights), strict=True)
+        model.load_state_dict({k: v.detach().clone() for k, v in weights.items()}, strict=True, assign=True)
     except RuntimeError as exc:
-        raise ValueError(f"weights do not match model config {dict(model_config)}: {exc}") from exc
+        raise ValueError(f"weights do not match model config {config}: {exc}") from exc
     return model.eval()

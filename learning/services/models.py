@@ -9,9 +9,11 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from learning.artifacts import artifact_save, artifacts_delete
+from learning.engine.config import ConfigError
+from learning.engine.weights_check import check_weights_file
 from learning.errors import InvalidInput
 from learning.events import catalog_changed_on_commit
-from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec, Visibility
+from learning.models import MAX_POSITIVE_INT, Evaluation, MetaModel, SourceDomain, TaskSpec, Visibility
 
 
 def metamodel_register(
@@ -29,15 +31,26 @@ def metamodel_register(
     owner=None,
     visibility: str = Visibility.PUBLIC,
 ) -> MetaModel:
-    """Store ``weights`` (safetensors bytes) and create the model row that points at them.
+    """Store ``weights`` (a MetaKB weights file) and create the model row that points at them.
 
-    The weights file is removed again if the row cannot be written, so a failure
+    Weights may come from anyone, so they are checked from their header before anything
+    is stored (:func:`check_weights_file`): the config inside passes the bounds a job's
+    config has, and the file is a model of ``algorithm`` on ``architecture`` whose tensors
+    fit it. The weights file is removed again if the row cannot be written, so a failure
     leaves neither a row nor an orphan file.
     """
     if not name.strip():
         raise InvalidInput("a model needs a name", field="name")
     if not weights:
         raise InvalidInput("the weights are empty", field="weights")
+    try:
+        check_weights_file(weights, algorithm=algorithm, architecture=architecture)
+    except ConfigError as exc:
+        inside = exc.field.startswith("model_config")
+        raise InvalidInput(
+            f"the weights file's {exc}" if inside else str(exc).split(": ", 1)[-1],
+            field="weights" if inside else exc.field,
+        ) from exc
     # The name comes from the content only: user-given fields (an algorithm "a/b/c") never
     # shape paths in storage.
     stored = artifact_save(f"models/{hashlib.sha256(weights).hexdigest()[:32]}.safetensors", weights)
@@ -101,6 +114,9 @@ def evaluation_create(
         raise InvalidInput(f"episodes must be at least 1, got {episodes}", field="episodes")
     if shots < 1:
         raise InvalidInput(f"shots must be at least 1, got {shots}", field="shots")
+    for field, count in (("episodes", episodes), ("shots", shots)):
+        if count > MAX_POSITIVE_INT:
+            raise InvalidInput(f"{field} must be at most {MAX_POSITIVE_INT}, got {count}", field=field)
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             model=model,

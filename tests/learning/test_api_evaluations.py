@@ -6,6 +6,7 @@ import pytest
 
 from learning.models import Evaluation, MetaModel, SourceDomain, Visibility
 from learning.services.models import evaluation_create, metamodel_register
+from tests.weights import model_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +29,7 @@ def _model(name: str, *, owner=None, visibility: str = Visibility.PUBLIC) -> Met
         name=name,
         algorithm="protonet",
         architecture="conv4",
-        weights=b"w",
+        weights=model_weights("protonet"),
         owner=owner,
         visibility=visibility,
     )

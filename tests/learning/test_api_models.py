@@ -1,4 +1,5 @@
-"""The model API: scoped lists and details with lineage, filters, and registering safetensors weights."""
+"""The model API: scoped lists and details with lineage, filters, and registering weights files
+(a MetaKB weights file fitting the declared algorithm and architecture, or a 400)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from safetensors.numpy import save as safetensors_save
 
+from learning.engine.checkpoints import pack_blob
+from learning.engine.nets import build_model
+from learning.engine.weights import WEIGHTS_FORMAT
 from learning.models import MetaModel, SourceDomain, Visibility
 from learning.services.models import metamodel_register
 from learning.services.task_specs import task_spec_create
+from tests.weights import MLP_CONFIG, MODEL_CONFIGS, model_weights
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/models/"
-WEIGHTS = safetensors_save({"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)})
+WEIGHTS = model_weights("maml", arch="mlp")
+"""A function-domain MAML model's weights file: what ``_model`` and ``_upload`` use by default."""
+PLAIN_SAFETENSORS = safetensors_save(
+    {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)}
+)
+"""A valid safetensors file, but not a MetaKB weights file (no format, model_config or algorithm)."""
 
 
 def _domain(slug: str, *, owner=None, visibility: str = Visibility.PUBLIC) -> SourceDomain:
@@ -34,7 +44,8 @@ def _domain(slug: str, *, owner=None, visibility: str = Visibility.PUBLIC) -> So
 def _model(name: str, *, owner=None, visibility: str = Visibility.PUBLIC, **kwargs) -> MetaModel:
     kwargs.setdefault("algorithm", "maml")
     kwargs.setdefault("architecture", "mlp")
-    return metamodel_register(name=name, weights=WEIGHTS, owner=owner, visibility=visibility, **kwargs)
+    weights = model_weights(kwargs["algorithm"], arch=kwargs["architecture"])
+    return metamodel_register(name=name, weights=weights, owner=owner, visibility=visibility, **kwargs)
 
 
 def _upload(content: bytes = WEIGHTS, name: str = "weights.safetensors") -> SimpleUploadedFile:
@@ -178,20 +189,22 @@ def test_ordering_and_pagination(api_client):
     assert [row["name"] for row in newest_first["results"]] == ["a", "c", "b"]
 
 
-def test_register_uploads_safetensors_weights(user_client, user, artifacts_in_tmp):
+def test_register_uploads_a_weights_file(user_client, user, artifacts_in_tmp):
     # given a domain, a task spec and a parent model
     sines = _domain("sines")
     spec = task_spec_create(domain=sines, split={"by": "seed"})
     parent = _model("parent", owner=user)
 
-    # when ada registers a model with a multipart upload
+    # when ada registers a model with a multipart upload of its weights file (not the parent's)
+    weights = model_weights("maml", arch="mlp", seed=1)
+    assert weights != WEIGHTS
     response = user_client.post(
         URL,
         {
             "name": "fine-tuned",
             "algorithm": "maml",
             "architecture": "mlp",
-            "weights": _upload(),
+            "weights": _upload(weights),
             "hyperparameters": '{"lr": 0.001}',
             "metrics": '{"mse": 0.1}',
             "trained_on": ["sines"],
@@ -209,8 +222,9 @@ def test_register_uploads_safetensors_weights(user_client, user, artifacts_in_tm
     assert model.owner == user
     assert model.visibility == Visibility.PRIVATE
     assert model.hyperparameters == {"lr": 0.001}
-    assert body["weights_sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
-    assert (artifacts_in_tmp / model.weights_file).read_bytes() == WEIGHTS
+    assert body["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert body["weights_size"] == len(weights)
+    assert (artifacts_in_tmp / model.weights_file).read_bytes() == weights
     assert body["trained_on"] == ["sines"]
     assert body["task_spec"] == spec.pk
     assert body["parent"] == parent.pk
@@ -237,6 +251,84 @@ def test_register_rejects_weights_that_are_not_safetensors(user_client, artifact
     assert response.status_code == 400
     assert "weights" in response.json()
     assert MetaModel.objects.count() == count
+    assert _artifact_files(artifacts_in_tmp) == []
+
+
+def _packed(model_config: dict, algorithm: str, tensors_of: dict | None = None) -> bytes:
+    """A weights file whose header says ``model_config`` and ``algorithm``, holding the tensors
+    of a freshly built net of ``tensors_of`` (default: ``model_config`` itself)."""
+    tensors = build_model(tensors_of or model_config).state_dict()
+    return pack_blob(tensors, {"model_config": model_config, "algorithm": algorithm}, fmt=WEIGHTS_FORMAT)
+
+
+REFUSED_WEIGHTS = {
+    "plain safetensors, no MetaKB metadata": (
+        lambda: ("maml", "mlp", PLAIN_SAFETENSORS),
+        "weights",
+        "not a MetaKB weights file",
+    ),
+    "an MLP too big to build": (
+        # the tensors are a small MLP's: the config is refused before any tensor is looked at
+        lambda: ("maml", "mlp", _packed({**MLP_CONFIG, "hidden": [16000, 16000]}, "maml", MLP_CONFIG)),
+        "weights",
+        "model_config.hidden",
+    ),
+    "a billion adaptation steps": (
+        lambda: (
+            "maml",
+            "conv4",
+            model_weights("maml", adapt={"inner_lr": 0.4, "inner_steps": 1_000_000_000}),
+        ),
+        "weights",
+        "model_config.adapt.inner_steps",
+    ),
+    "declared protonet, the file says maml": (
+        lambda: ("protonet", "conv4", model_weights("maml")),
+        "algorithm",
+        "the weights file says 'maml', not 'protonet'",
+    ),
+    "a protonet file declared mlp": (
+        lambda: ("protonet", "mlp", model_weights("protonet")),
+        "architecture",
+        "the weights file says 'conv4', not 'mlp'",
+    ),
+    "an MLP file of protonet, which has no MLP models": (
+        lambda: ("protonet", "mlp", model_weights("protonet", arch="mlp")),
+        "algorithm",
+        "'protonet' has no models of architecture 'mlp'",
+    ),
+    "tensors of another shape than the config's": (
+        lambda: (
+            "protonet",
+            "conv4",
+            _packed({**MODEL_CONFIGS["protonet"], "hidden": 8}, "protonet", MODEL_CONFIGS["protonet"]),
+        ),
+        "weights",
+        "the model_config needs F32 [8",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_WEIGHTS)
+def test_register_refuses_weights_that_are_not_a_model_of_the_declared_kind(
+    user_client, artifacts_in_tmp, case
+):
+    # given a weights file that is not a usable model of the declared algorithm and architecture
+    make, field, message = REFUSED_WEIGHTS[case]
+    algorithm, architecture, content = make()
+
+    # when ada tries to register it
+    response = user_client.post(
+        URL,
+        {"name": "bad", "algorithm": algorithm, "architecture": architecture, "weights": _upload(content)},
+        format="multipart",
+    )
+
+    # then the field is named with the reason, and neither a row nor a file under models/ is written
+    assert response.status_code == 400, response.content
+    assert message in " ".join(response.json()[field]), response.json()
+    assert MetaModel.objects.count() == 0
+    assert _artifact_files(artifacts_in_tmp / "models") == []
     assert _artifact_files(artifacts_in_tmp) == []
 
 

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AnonymousUser
 from kbsite.asgi import application
 from learning.models import SourceDomain
 from learning.services.models import metamodel_register
+from tests.weights import model_weights
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -36,7 +37,7 @@ async def test_snapshot_then_counts_after_a_model_lands(redis_server, settings):
 
     # when a public model is registered
     await database_sync_to_async(metamodel_register)(
-        name="m", algorithm="maml", architecture="mlp", weights=b"w"
+        name="m", algorithm="maml", architecture="mlp", weights=model_weights("maml", arch="mlp")
     )
 
     # then the socket brings the new counts

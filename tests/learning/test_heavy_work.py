@@ -17,12 +17,13 @@ from django.urls import reverse
 from PIL import Image, ImageDraw, ImageFile
 
 from learning import domain_layout, heavy_work, images
-from learning.engine.weights import weights_to_bytes
+from learning import predict as learning_predict
+from learning.engine.model_configs import EVAL_INNER_STEPS
 from learning.models import MetaModel, SourceDomain
 from learning.services.models import metamodel_register
-from tests.engine.test_predict import tiny_model
 from tests.learning.factories import make_image_zip
 from tests.learning.test_predict_api import LABELS, image, register, task, url
+from tests.weights import model_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -54,15 +55,19 @@ class HeldSlot:
         assert not self.thread.is_alive()
 
 
-def absurd_maml(owner) -> MetaModel:
-    """A 5-way MAML model whose stored config asks for a billion inner steps at prediction."""
-    result = tiny_model("maml")
-    config = {**result.model_config, "adapt": {**result.model_config["adapt"], "inner_steps": 10**9}}
+def slow_maml(owner, *, hidden: int = 128) -> MetaModel:
+    """A 5-way MAML model that is slow to use but within the bounds a weights file may have: a
+    wide Conv4 (``hidden`` channels) that adapts with the most inner steps allowed (100).
+
+    On 100 support images (20 shots) one inner step takes about 0.5 s on two CPU cores with
+    128 channels, about 2 s with 256: each step is short, so a stop comes soon, but all 100
+    take many times the deadlines of these tests."""
+    adapt = {"inner_lr": 0.4, "inner_steps": EVAL_INNER_STEPS.maximum}
     return metamodel_register(
-        name="maml with a billion steps",
+        name="maml with many steps",
         algorithm="maml",
         architecture="conv4",
-        weights=weights_to_bytes(result.weights, config, "maml"),
+        weights=model_weights("maml", hidden=hidden, adapt=adapt),
         owner=owner,
     )
 
@@ -184,22 +189,32 @@ def test_a_domain_upload_waits_its_turn_in_the_pool_too(one_slot, user_client, t
 
 
 @pytest.mark.slow
-def test_a_prediction_past_its_deadline_stops_and_answers_504(one_slot, user, user_client):
-    # given a MAML model that asks for a billion inner steps, and a 1 s deadline
+def test_a_prediction_past_its_deadline_stops_and_answers_504(one_slot, user, user_client, monkeypatch):
+    # given a MAML model that adapts a wide net for 100 inner steps (many seconds on 100 support
+    # images), a 1 s deadline, and a count of the stop polls (one first, then one per inner step)
     one_slot.HEAVY_WORK_DEADLINE_S = 1
-    model = absurd_maml(user)
+    model = slow_maml(user)
+    polls: list[bool] = []
 
-    # when a prediction is asked of it
+    def counted_should_stop() -> bool:
+        polls.append(heavy_work.should_stop())
+        return polls[-1]
+
+    monkeypatch.setattr(learning_predict, "should_stop", counted_should_stop)
+
+    # when a prediction is asked of it with 20 shots of each of the 5 labels
     started = time.monotonic()
-    response = user_client.post(url(model), task(queries=1), format="multipart")
+    response = user_client.post(url(model), task(shots=20, queries=1), format="multipart")
     took = time.monotonic() - started
 
     # then it was stopped at its deadline (the test client runs the view in this thread, so the
-    # computation has ended), and the answer names the deadline
+    # computation has ended) before all its inner steps were done, and the answer names the deadline
     assert response.status_code == 504, response.content
     body = response.json()
     assert body["code"] == "deadline_exceeded"
     assert "1 s deadline" in body["detail"]
+    assert polls[-1] is True
+    assert polls.count(False) < 1 + EVAL_INNER_STEPS.maximum
     assert took < 30
     # and its slot is free again at once
     one_slot.HEAVY_WORK_WAIT_S = 0

@@ -3,7 +3,8 @@ pool get 503 with Retry-After, a client that disconnects frees its slot at once,
 computation past its deadline answers 504.
 
 The server runs ``heavy_work_server_settings``: 2 slots, 1 waiting request for at most 2 s,
-and a 10 s deadline. The slow requests ask a MAML model for a billion inner steps.
+and a 10 s deadline. The slow requests ask a wide MAML model for its 100 inner steps on 100
+support images (a few minutes of work on two cores, many times the deadline on any machine).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import uuid
 import pytest
 
 from tests.learning.factories import png_bytes
-from tests.learning.test_heavy_work import absurd_maml
+from tests.learning.test_heavy_work import slow_maml
 from tests.learning.test_predict_api import LABELS, register
 from tests.tasks_app.conftest import Processes
 
@@ -39,11 +40,11 @@ def server(artifacts_in_tmp, tmp_path, redis_server, transactional_db):
         processes.stop_all()
 
 
-def predict_body() -> tuple[bytes, str]:
-    """A 5-way 1-shot request with one query, as multipart: ``(body, content type)``."""
+def predict_body(shots: int = 1) -> tuple[bytes, str]:
+    """A 5-way ``shots``-shot request with one query, as multipart: ``(body, content type)``."""
     boundary = uuid.uuid4().hex
     parts = []
-    for n, label in enumerate(LABELS):
+    for n, label in enumerate(LABELS * shots):
         parts.append(_file_part(boundary, "support", f"s{n}.png", png_bytes(n)))
         parts.append(_field_part(boundary, "support_labels", label))
     parts.append(_file_part(boundary, "query", "q.png", png_bytes(99)))
@@ -64,9 +65,10 @@ def _file_part(boundary: str, field: str, name: str, data: bytes) -> bytes:
 
 
 def send_predict(base: str, model_id: int) -> socket.socket:
-    """A predict request sent on a raw socket, left unread (closing it is a client that gives up)."""
+    """A 5-way 20-shot predict request sent on a raw socket, left unread (closing it is a client
+    that gives up)."""
     host, port = base.removeprefix("http://").split(":")
-    body, content_type = predict_body()
+    body, content_type = predict_body(shots=20)
     sock = socket.create_connection((host, int(port)), timeout=30)
     head = (
         f"POST /api/v1/models/{model_id}/predict/ HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -116,9 +118,9 @@ def wait_for_status(base: str, model_id: int, status: int, *, timeout: float) ->
 
 
 def test_light_pages_stay_quick_and_extra_requests_get_503_while_the_pool_is_busy(server, user):
-    # given a MAML model that asks for a billion inner steps, a quick ProtoNet, and the pool's two
+    # given a wide MAML model that adapts for 100 inner steps, a quick ProtoNet, and the pool's two
     # slots taken by two slow predictions (the later one sent a second after the earlier one)
-    slow, quick = absurd_maml(user), register("protonet", owner=user)
+    slow, quick = slow_maml(user, hidden=256), register("protonet", owner=user)
     earlier = send_predict(server, slow.pk)
     time.sleep(1)
     later = send_predict(server, slow.pk)

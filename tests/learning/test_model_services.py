@@ -10,6 +10,7 @@ from learning.artifacts import artifact_read
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain
 from learning.services.models import evaluation_create, metamodel_register
+from tests.weights import model_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -34,26 +35,28 @@ def test_register_stores_weights_with_their_hash_and_lineage(domain, user):
         name="parent",
         algorithm="maml",
         architecture="mlp",
-        weights=b"p" * 10,
+        weights=model_weights("maml", arch="mlp", seed=0),
         trained_on=[domain],
         owner=user,
     )
 
     # when a child is registered from it
+    weights = model_weights("fomaml", arch="mlp", seed=1)
     child = metamodel_register(
         name="child",
-        algorithm="finetune",
+        algorithm="fomaml",
         architecture="mlp",
-        weights=b"c" * 33,
+        weights=weights,
         parent=parent,
         owner=user,
         visibility="private",
     )
 
     # then the weights round-trip with their sha256 and size, and the lineage is recorded
-    assert artifact_read(child.weights_file) == b"c" * 33
-    assert child.weights_sha256 == hashlib.sha256(b"c" * 33).hexdigest()
-    assert child.weights_size == 33
+    assert artifact_read(child.weights_file) == weights
+    assert child.weights_sha256 == hashlib.sha256(weights).hexdigest()
+    assert child.weights_size == len(weights)
+    assert artifact_read(parent.weights_file) == model_weights("maml", arch="mlp", seed=0)
     assert child.parent == parent and list(parent.trained_on.all()) == [domain]
 
 
@@ -63,7 +66,13 @@ def test_a_failed_register_leaves_no_row_and_no_file(domain, artifacts_in_tmp):
 
     # when registering fails at the database / then neither the row nor the weights file remain
     with pytest.raises(ValueError, match="Cannot add"):
-        metamodel_register(name="x", algorithm="maml", architecture="mlp", weights=b"w", trained_on=[unsaved])
+        metamodel_register(
+            name="x",
+            algorithm="maml",
+            architecture="mlp",
+            weights=model_weights("maml", arch="mlp"),
+            trained_on=[unsaved],
+        )
     assert MetaModel.objects.count() == 0
     assert _files(artifacts_in_tmp) == []
 
@@ -72,7 +81,9 @@ def test_register_refuses_empty_weights_and_names(domain, artifacts_in_tmp):
     with pytest.raises(InvalidInput, match="weights are empty"):
         metamodel_register(name="x", algorithm="maml", architecture="mlp", weights=b"")
     with pytest.raises(InvalidInput, match="needs a name"):
-        metamodel_register(name=" ", algorithm="maml", architecture="mlp", weights=b"w")
+        metamodel_register(
+            name=" ", algorithm="maml", architecture="mlp", weights=model_weights("maml", arch="mlp")
+        )
     assert MetaModel.objects.count() == 0 and _files(artifacts_in_tmp) == []
 
 
@@ -84,11 +95,15 @@ def test_register_refuses_empty_weights_and_names(domain, artifacts_in_tmp):
         ({"episodes": 0}, "episodes must be at least 1"),
         ({"metric": "f1"}, "unknown metric 'f1'"),
         ({"shots": 0}, "shots must be at least 1"),
+        ({"episodes": 2**31}, "episodes must be at most 2147483647"),  # more than the column holds
+        ({"shots": 2**70}, "shots must be at most 2147483647"),
     ],
 )
 def test_evaluation_refuses_impossible_numbers(domain, kwargs, words):
     # given a model
-    model = metamodel_register(name="m", algorithm="maml", architecture="mlp", weights=b"w")
+    model = metamodel_register(
+        name="m", algorithm="maml", architecture="mlp", weights=model_weights("maml", arch="mlp")
+    )
     values = {"shots": 5, "metric": "mse", "mean": 0.5, "ci95": 0.01, "episodes": 600, **kwargs}
 
     # when an impossible result is recorded / then it is refused and nothing is written

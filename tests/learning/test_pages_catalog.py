@@ -7,6 +7,7 @@ import io
 import re
 
 import pytest
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from PIL import Image
 
@@ -14,6 +15,7 @@ from learning.artifacts import artifact_save
 from learning.models import MetaModel, SourceDomain, TaskSpec, Visibility
 from learning.services.models import evaluation_create, metamodel_register
 from learning.services.task_specs import task_spec_create
+from tests.weights import model_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -99,7 +101,7 @@ def catalog(user):
         name="ProtoNet Omniglot",
         algorithm="protonet",
         architecture="conv4",
-        weights=b"w" * 2048,
+        weights=model_weights("protonet", seed=0),
         trained_on=[omniglot],
         task_spec=spec,
         hyperparameters={"lr": 0.001, "steps": 2000},
@@ -109,7 +111,7 @@ def catalog(user):
         name="ProtoNet fine-tuned",
         algorithm="protonet",
         architecture="conv4",
-        weights=b"c" * 1024,
+        weights=model_weights("protonet", seed=1),
         trained_on=[omniglot],
         parent=base,
     )
@@ -117,7 +119,7 @@ def catalog(user):
         name="MAML Sinusoid",
         algorithm="maml",
         architecture="mlp",
-        weights=b"m" * 512,
+        weights=model_weights("maml", arch="mlp"),
         trained_on=[sinusoid],
         description="Regression baseline.",
     )
@@ -125,7 +127,7 @@ def catalog(user):
         name="Hidden model",
         algorithm="maml",
         architecture="conv4",
-        weights=b"h" * 64,
+        weights=model_weights("maml"),
         trained_on=[secret],
         owner=user,
         visibility=Visibility.PRIVATE,
@@ -236,7 +238,8 @@ def test_results_are_formatted_as_percent_with_ci_and_baseline(client, catalog):
     assert "+36.1 pts" in html
     assert "600" in html
     assert catalog["base"].weights_sha256 in html
-    assert "2.0\xa0KB" in html  # filesizeformat of the 2048-byte weights
+    assert filesizeformat(catalog["base"].weights_size) in html
+    assert catalog["base"].weights_size == len(model_weights("protonet", seed=0))
 
 
 # --- lists: search, filters, pagination ------------------------------------------------------------
@@ -329,8 +332,9 @@ def test_model_filters_offer_only_values_the_user_can_see(client, catalog):
 
 def test_model_list_paginates(client, catalog):
     # given 22 more models, 25 in all
+    weights = model_weights("maml", arch="mlp")
     for i in range(22):
-        metamodel_register(name=f"Bulk {i:02d}", algorithm="anil", architecture="mlp", weights=b"x")
+        metamodel_register(name=f"Bulk {i:02d}", algorithm="maml", architecture="mlp", weights=weights)
 
     # when page 2 is fetched
     page_two = client.get(reverse("model-list"), {"page": 2})
@@ -490,7 +494,7 @@ def test_public_model_does_not_name_a_private_training_domain(client, user, cata
         name="Mixed",
         algorithm="maml",
         architecture="conv4",
-        weights=b"m",
+        weights=model_weights("maml", seed=1),
         trained_on=[catalog["omniglot"], catalog["secret"]],
         owner=user,
     )

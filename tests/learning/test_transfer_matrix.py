@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from learning.models import SourceDomain
 from learning.services.models import evaluation_create, metamodel_register
+from tests.weights import model_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -39,13 +40,17 @@ def _measured(model, target, *, mean, baseline, gain_ci, shots=5):
 
 @pytest.fixture
 def catalog(user):
-    helps = metamodel_register(name="helps", algorithm="protonet", architecture="conv4", weights=b"w")
-    hurts = metamodel_register(name="hurts", algorithm="protonet", architecture="conv4", weights=b"w")
+    helps = metamodel_register(
+        name="helps", algorithm="protonet", architecture="conv4", weights=model_weights()
+    )
+    hurts = metamodel_register(
+        name="hurts", algorithm="protonet", architecture="conv4", weights=model_weights()
+    )
     hidden = metamodel_register(
         name="hidden",
         algorithm="protonet",
         architecture="conv4",
-        weights=b"w",
+        weights=model_weights(),
         owner=user,
         visibility="private",
     )
@@ -109,12 +114,16 @@ def test_a_gain_is_credited_to_the_source_model_unless_the_source_is_hidden(api_
         name="private source",
         algorithm="protonet",
         architecture="conv4",
-        weights=b"w",
+        weights=model_weights(),
         owner=user,
         visibility="private",
     )
     child = metamodel_register(
-        name="child", algorithm="finetune", architecture="conv4_transfer", weights=b"w", parent=source
+        name="child",
+        algorithm="finetune",
+        architecture="conv4_transfer",
+        weights=model_weights("finetune"),
+        parent=source,
     )
     _measured(child, _domain("target"), mean=0.7, baseline=0.6, gain_ci=0.02)
 

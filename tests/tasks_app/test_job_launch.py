@@ -182,8 +182,11 @@ def test_job_pages_need_a_login_and_hide_strangers_jobs(client, user, stranger, 
 def test_the_transfer_form_shows_errors_beside_fields_and_creates_nothing(client, user, digits):
     # given a public source model and a logged-in user
     from learning.services.models import metamodel_register
+    from tests.weights import model_weights
 
-    source = metamodel_register(name="src", algorithm="protonet", architecture="conv4", weights=b"w")
+    source = metamodel_register(
+        name="src", algorithm="protonet", architecture="conv4", weights=model_weights()
+    )
     client.force_login(user)
     assert client.get(reverse("job-transfer"), {"source_model": source.pk}).status_code == 200
 

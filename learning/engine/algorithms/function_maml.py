@@ -52,6 +52,7 @@ from learning.engine.functional import (
 )
 from learning.engine.functions import FunctionFamily, heldout_tasks, step_rng
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
+from learning.engine.model_configs import MLP_HIDDEN
 from learning.engine.nets import build_model
 from learning.engine.params import param, section
 from learning.engine.regression_eval import adapted_mse, tasks_to_tensors
@@ -62,9 +63,7 @@ class MLPSection:
     """The regression MLP."""
 
     arch: str = param("mlp", choices=("mlp",), help="network")
-    hidden: tuple[int, ...] = param(
-        (40, 40), minimum=1, maximum=4096, distinct=False, min_items=1, help="widths of the hidden layers"
-    )
+    hidden: tuple[int, ...] = MLP_HIDDEN.field((40, 40))
 
 
 @dataclass(frozen=True)
@@ -247,4 +246,6 @@ for _name, (_config, _label, _kind) in _VARIANTS.items():
         domain="function",
         data_type=FunctionFamily,
         offered=False,
+        model={"arch": "mlp"},
+        adapts=True,
     )

@@ -113,9 +113,13 @@ def classify_adapted(
     return batched_adapt_predict(model, xs, ys, xq, inner, should_stop=should_stop)
 
 
-register_algorithm(
-    "maml", train_maml, config=MAMLConfig, label="MAML (second order)", classify=classify_adapted
-)
-register_algorithm(
-    "fomaml", train_maml, config=MAMLConfig, label="First-order MAML", classify=classify_adapted
-)
+for _name, _label in (("maml", "MAML (second order)"), ("fomaml", "First-order MAML")):
+    register_algorithm(
+        _name,
+        train_maml,
+        config=MAMLConfig,
+        label=_label,
+        classify=classify_adapted,
+        model={"arch": "conv4", "head": "linear"},
+        adapts=True,
+    )

@@ -32,6 +32,7 @@ from learning.engine.config import ConfigError
 from learning.engine.device import resolve_device
 from learning.engine.functions import FunctionFamily, FunctionTasks, heldout_tasks, step_rng
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
+from learning.engine.model_configs import NPNetSection
 from learning.engine.neural_process_nets import ARCH, build_neural_process
 from learning.engine.params import param, section
 from learning.engine.regression_eval import np_task_metrics
@@ -52,20 +53,6 @@ class NPTaskSection:
                 "task.k_context_min",
                 f"must be <= task.k_context_max ({self.k_context_max}), got {self.k_context_min}",
             )
-
-
-@dataclass(frozen=True)
-class NPModelSection:
-    """The networks (:class:`NPConfig` without ``kind`` and the sizes the family fixes)."""
-
-    hidden: int = param(128, minimum=1, maximum=4096, help="width of every hidden layer and of r")
-    encoder_layers: int = param(3, minimum=1, maximum=4096)
-    decoder_layers: int = param(3, minimum=1, maximum=4096)
-    latent_dim: int = param(64, minimum=1, maximum=4096, help="size of z (np only)")
-    deterministic_path: bool = param(False, help="np only: also feed the deterministic r to the decoder")
-    min_std: float = param(
-        0.01, minimum=0.0, exclusive_minimum=True, maximum=0.999, help="floor of the predictive std"
-    )
 
 
 @dataclass(frozen=True)
@@ -91,7 +78,7 @@ class NeuralProcessConfig:
     lr: float = LR.field(5e-4)
     latent_samples: int = param(1, minimum=1, maximum=64, help="np: z samples per task in the ELBO")
     task: NPTaskSection = section(NPTaskSection, "training tasks")
-    model: NPModelSection = section(NPModelSection, "the networks")
+    model: NPNetSection = section(NPNetSection, "the networks")
     validation: NPValidationSection = section(NPValidationSection, "end-of-training validation")
 
 
@@ -198,4 +185,5 @@ for _name, _label in (("cnp", "Conditional Neural Process"), ("np", "Neural Proc
         label=_label,
         domain="function",
         data_type=FunctionFamily,
+        model={"arch": ARCH, "kind": _name},
     )

@@ -125,4 +125,5 @@ register_algorithm(
     config=ProtoNetConfig,
     label="Prototypical Networks",
     classify=classify_protonet,
+    model={"arch": "conv4", "head": "none"},
 )

@@ -57,7 +57,10 @@ class AlgorithmEntry:
 
     ``config`` is a frozen dataclass of :mod:`learning.engine.params` settings; the engine's
     validation, the API schema and the launch form all derive from it. ``label`` is the
-    name people read; ``offered`` says whether the site launches it as a job.
+    name people read; ``offered`` says whether the site launches it as a job. ``model``
+    holds the items every ``model_config`` it saves has (``{"arch": "conv4", "head":
+    "none"}``), and ``adapts`` says that its models adapt with gradient steps when used, so
+    their ``model_config`` records ``adapt``: a weights file claiming the algorithm must agree.
     """
 
     name: str
@@ -69,6 +72,8 @@ class AlgorithmEntry:
     label: str
     kind: str
     offered: bool
+    model: Mapping[str, Any]
+    adapts: bool
 
 
 REGISTRY: dict[tuple[str, str], AlgorithmEntry] = {}
@@ -86,6 +91,8 @@ def register_algorithm(
     domain: str = "image",
     data_type: type | None = None,
     offered: bool = True,
+    model: Mapping[str, Any] | None = None,
+    adapts: bool = False,
 ) -> None:
     """Add (or replace) ``name`` for ``domain``; see the package docstring. Returns None.
 
@@ -97,7 +104,9 @@ def register_algorithm(
         raise TypeError(f"config of {name!r} must be a config dataclass, got {config!r}")
     if data_type is None and domain == "image":
         data_type = ImageArrays
-    entry = AlgorithmEntry(name, domain, train_fn, config, classify, data_type, label, kind, offered)
+    entry = AlgorithmEntry(
+        name, domain, train_fn, config, classify, data_type, label, kind, offered, dict(model or {}), adapts
+    )
     REGISTRY[(name, domain)] = entry
 
 

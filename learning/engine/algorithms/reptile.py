@@ -135,4 +135,12 @@ def train_reptile(
     )
 
 
-register_algorithm("reptile", train_reptile, config=ReptileConfig, label="Reptile", classify=classify_adapted)
+register_algorithm(
+    "reptile",
+    train_reptile,
+    config=ReptileConfig,
+    label="Reptile",
+    classify=classify_adapted,
+    model={"arch": "conv4", "head": "linear"},
+    adapts=True,
+)

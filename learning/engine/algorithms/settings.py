@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from learning.engine.config import ConfigError
 from learning.engine.device import DEVICE_CHOICES
+from learning.engine.model_configs import CONV_HIDDEN, CONV_LAYERS, EVAL_INNER_LR, EVAL_INNER_STEPS
 from learning.engine.params import Param, param, section
 
 STEPS = Param(minimum=1, maximum=200_000, help="training steps (one meta-batch or batch each)", form=True)
@@ -63,10 +64,6 @@ INNER_LR = Param(
     form=True,
 )
 INNER_STEPS = Param(minimum=1, maximum=100, help="gradient steps of task adaptation", form=True)
-EVAL_INNER_LR = Param(
-    minimum=0.0, exclusive_minimum=True, maximum=100.0, help="adaptation step size when the model is used"
-)
-EVAL_INNER_STEPS = Param(minimum=1, maximum=100, help="adaptation steps when the model is used")
 TASK_CHUNK = Param(minimum=0, maximum=256, help="tasks per vmap call; 0: 4 on CPU, all on CUDA")
 N_WAY = Param(minimum=2, maximum=1000, help="classes per episode")
 K_SHOT = Param(minimum=1, maximum=1000, help="labelled examples per class")
@@ -78,8 +75,8 @@ class Conv4Section:
     """The Conv4 backbone of the image algorithms."""
 
     arch: str = param("conv4", choices=("conv4",), help="backbone")
-    hidden: int = param(64, minimum=1, maximum=1024, help="channels of every conv block")
-    layers: int = param(4, minimum=1, maximum=6, help="conv blocks")
+    hidden: int = CONV_HIDDEN.field(64)
+    layers: int = CONV_LAYERS.field(4)
 
 
 @dataclass(frozen=True)

@@ -131,5 +131,10 @@ def classify_siamese(
 
 
 register_algorithm(
-    "siamese", train_siamese, config=SiameseConfig, label="Siamese network", classify=classify_siamese
+    "siamese",
+    train_siamese,
+    config=SiameseConfig,
+    label="Siamese network",
+    classify=classify_siamese,
+    model={"arch": "conv4", "head": "siamese"},
 )

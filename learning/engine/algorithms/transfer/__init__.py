@@ -140,6 +140,7 @@ for _name, (_fn, _config, _label) in METHODS.items():
         classify=classify_transfer,
         domain="image",
         data_type=TransferData,
+        model={"arch": TRANSFER_ARCH},
     )
 
 __all__ = [
