@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psutil
@@ -116,14 +117,41 @@ class RunningSystem:
 class Client:
     """A logged-in user of a running system: token for the API, session cookie for websockets."""
 
-    def __init__(self, system: RunningSystem, username: str, password: str) -> None:
+    def __init__(self, system: RunningSystem, username: str | None, password: str | None) -> None:
         self.system = system
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        self.token = None
+        if username is None or password is None:
+            return  # an anonymous visitor
         status, body = self.call("POST", "/api/v1/auth/token/", {"username": username, "password": password})
         assert status == 200, body
         self.token = body["token"]
         self._log_in(username, password)
+
+    @classmethod
+    def anonymous(cls, system: RunningSystem) -> Client:
+        return cls(system, None, None)
+
+    @classmethod
+    def sign_up(cls, system: RunningSystem, username: str, password: str = "a long pass phrase 42") -> Client:
+        """A new account made through the sign-up form, as a visitor makes one; then logged in."""
+        visitor = cls.anonymous(system)
+        page = visitor.opener.open(f"{system.base}/accounts/signup/", timeout=30).read().decode()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = {
+            "username": username,
+            "password1": password,
+            "password2": password,
+            "csrfmiddlewaretoken": csrf,
+        }
+        request = urllib.request.Request(
+            f"{system.base}/accounts/signup/",
+            data=urllib.parse.urlencode(form).encode(),
+            headers={"Referer": system.base},
+        )
+        visitor.opener.open(request, timeout=30)
+        return cls(system, username, password)
 
     def _log_in(self, username: str, password: str) -> None:
         page = self.opener.open(f"{self.system.base}/accounts/login/", timeout=30).read().decode()
@@ -138,15 +166,35 @@ class Client:
         assert any(c.name == "sessionid" for c in self.cookies), "log-in failed"
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
-        if getattr(self, "token", None):
+        data = None if body is None else json.dumps(body).encode()
+        return self.send(method, path, data, "application/json", timeout=timeout)
+
+    def upload(
+        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]], timeout: float = 60
+    ) -> tuple[int, dict]:
+        """POST a multipart form of text ``fields`` and ``files`` (name -> (file name, bytes))."""
+        boundary = uuid.uuid4().hex
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+            for k, v in fields.items()
+        ]
+        for key, (filename, content) in files.items():
+            head = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            )
+            parts.append(head.encode() + content + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self.send("POST", path, body, f"multipart/form-data; boundary={boundary}", timeout=timeout)
+
+    def send(
+        self, method: str, path: str, data: bytes | None, content_type: str, timeout: float = 60
+    ) -> tuple[int, dict]:
+        """One request with a raw body; returns (status, JSON answer or {"raw": the first 500 chars})."""
+        headers = {"Content-Type": content_type}
+        if self.token:
             headers["Authorization"] = f"Token {self.token}"
-        request = urllib.request.Request(
-            self.system.base + path,
-            data=None if body is None else json.dumps(body).encode(),
-            headers=headers,
-            method=method,
-        )
+        request = urllib.request.Request(self.system.base + path, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -185,9 +233,7 @@ def wait_until(predicate, *, timeout: float, message, interval: float = 0.3):
 BODY_CHUNK = 1024 * 1024
 
 
-def send_body(
-    port: int, path: str, content_type: str, size: int, *, declared: bool
-) -> tuple[int, int, str]:
+def send_body(port: int, path: str, content_type: str, size: int, *, declared: bool) -> tuple[int, int, str]:
     """POST ``size`` bytes; returns (status code, bytes written when the answer arrived, answer text).
 
     A thread reads the answer while the body is being written, so a server that answers

@@ -29,14 +29,8 @@ def _user(serializer: serializers.Field | serializers.Serializer):
 
 
 def _visible_to(row, user) -> bool:
-    """Whether ``user`` may see ``row``: the same rule as ``CatalogQuerySet.visible_to``, for loaded rows."""
-    if row is None:
-        return False
-    if row.visibility == Visibility.PUBLIC:
-        return True
-    if user is None or not user.is_authenticated:
-        return False
-    return user.is_superuser or row.owner_id == user.pk
+    """Whether ``user`` may see ``row`` (None: no): ``is_visible_to``, the queryset rule for loaded rows."""
+    return row is not None and row.is_visible_to(user)
 
 
 # --- Fields --------------------------------------------------------------------------------------
@@ -128,6 +122,8 @@ class DomainSerializer(serializers.ModelSerializer):
     """A source domain as listed: what it is, where it came from and how big it is."""
 
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    # A string, not a URL: empty for uploads and built-in domains, which no "uri" format allows.
+    source_url = serializers.CharField(read_only=True, help_text="Where it was downloaded from, or empty.")
 
     class Meta:
         model = SourceDomain
