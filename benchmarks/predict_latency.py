@@ -208,7 +208,16 @@ def main() -> None:
     port = free_port()
     log = open(var / "daphne.log", "w")  # noqa: SIM115 - lives as long as the process
     daphne = subprocess.Popen(
-        [sys.executable, "-m", "kbsite.server", "-b", "127.0.0.1", "-p", str(port), "kbsite.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "kbsite.server",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "kbsite.asgi:application",
+        ],
         cwd=ROOT,
         env={**os.environ, "KB_VAR_DIR": str(var)},
         stdout=log,

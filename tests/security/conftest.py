@@ -21,10 +21,18 @@ LIVE_LIMITS = {"REQUEST_MAX_BYTES": 2 * MiB, "IMPORT_MAX_BYTES": 3 * MiB, "MODEL
 @pytest.fixture(scope="session")
 def live_system(tmp_path_factory) -> Iterator[RunningSystem]:
     settings = {name: str(value) for name, value in LIVE_LIMITS.items()}
-    system = RunningSystem(tmp_path_factory.mktemp("live-security"), "--no-worker", **settings)
+    var = tmp_path_factory.mktemp("live-security")
+    # Its own temporary folder, so that tests can see that a refused upload leaves nothing there.
+    (var / "tmp").mkdir()
+    system = RunningSystem(var, "--no-worker", TMPDIR=str(var / "tmp"), **settings)
     try:
         system.wait_until_serving()
         yield system
         assert system.stop() == 0, system.output[-4000:]
     finally:
         system.kill_everything()
+
+
+def temporary_files(system: RunningSystem) -> list[str]:
+    """What is in the live system's temporary folder (the embedded Redis keeps a folder there)."""
+    return sorted(p.name for p in (system.var_dir / "tmp").iterdir())
