@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,27 +33,6 @@ TARGETS = [
 ]
 
 
-class PeakRSS:
-    """Samples a process's RSS (bytes) in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process, self.peak = process, process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--megabytes", type=int, default=300)
@@ -64,7 +42,7 @@ def main() -> None:
 
     django.setup()
     from benchmarks._results import append_results
-    from tests.runkb import RunningSystem, send_body
+    from tests.runkb import PeakRSS, RunningSystem, send_body
 
     var = Path(tempfile.mkdtemp(prefix="metakb-body-limits-"))
     system = RunningSystem(var)

@@ -270,3 +270,24 @@ def send_body(port: int, path: str, content_type: str, size: int, *, declared: b
     text = str(answer.get("text", ""))
     status = int(text.split(" ", 2)[1]) if text.startswith("HTTP/") else 0
     return status, int(answer.get("sent", sent)), text  # type: ignore[call-overload]
+
+
+class PeakRSS:
+    """The largest resident memory (bytes) of a process, sampled every 10 ms while in the block."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process, self.peak = process, process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()

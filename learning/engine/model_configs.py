@@ -41,14 +41,20 @@ class AdaptSection:
 
 
 @dataclass(frozen=True)
-class Conv4Model:
-    """A Conv4 (``head``: ``none`` for embeddings, ``linear`` for logits, ``siamese``)."""
+class ConvBackbone:
+    """The Conv4 backbone every image model has."""
 
-    arch: str = param("conv4", choices=("conv4",))
     in_channels: int = IN_CHANNELS.field(1)
     image_size: int = IMAGE_SIDE.field(28)
     hidden: int = CONV_HIDDEN.field(64)
     layers: int = CONV_LAYERS.field(4)
+
+
+@dataclass(frozen=True)
+class Conv4Model(ConvBackbone):
+    """A Conv4 (``head``: ``none`` for embeddings, ``linear`` for logits, ``siamese``)."""
+
+    arch: str = param("conv4", choices=("conv4",))
     head: str = param("none", choices=("none", "linear", "siamese"))
     out_features: int = param(0, minimum=0, maximum=CLASSES.maximum)
     adapt: AdaptSection | None = param(None, help="adaptation settings (MAML family)")
@@ -62,14 +68,10 @@ class Conv4Model:
 
 
 @dataclass(frozen=True)
-class TransferNetModel:
+class TransferNetModel(ConvBackbone):
     """A Conv4 backbone with a linear classifier over a transfer run's classes."""
 
     arch: str = param("conv4_transfer", choices=("conv4_transfer",))
-    in_channels: int = IN_CHANNELS.field(1)
-    image_size: int = IMAGE_SIDE.field(28)
-    hidden: int = CONV_HIDDEN.field(64)
-    layers: int = CONV_LAYERS.field(4)
     classes: int = CLASSES.field(1)
 
 

@@ -9,12 +9,11 @@ is stored.
 from __future__ import annotations
 
 import json
-import threading
 
 import psutil
 import pytest
 
-from tests.runkb import RunningSystem, send_body
+from tests.runkb import PeakRSS, RunningSystem, send_body
 from tests.security.conftest import LIVE_LIMITS, MiB
 
 pytestmark = pytest.mark.slow
@@ -36,27 +35,6 @@ def _web_server(system: RunningSystem) -> psutil.Process:
 
 def _stored(system: RunningSystem) -> set[str]:
     return {str(p.relative_to(system.var_dir)) for p in (system.var_dir / "artifacts").rglob("*")}
-
-
-class PeakRSS:
-    """The largest resident memory (bytes) of a process, sampled every 10 ms while in the block."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process, self.peak = process, process.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.01):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
