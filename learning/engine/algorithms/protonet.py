@@ -23,7 +23,7 @@ from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, Imag
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import build_model, embed_episode
+from learning.engine.nets import build_model
 from learning.engine.params import section
 
 
@@ -46,8 +46,8 @@ def prototype_logits(support: Tensor, y_support: Tensor, query: Tensor, n_way: i
 
 
 def _episode_logits(model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, n_way: int) -> Tensor:
-    support, query = embed_episode(model, xs, xq)
-    return prototype_logits(support, ys, query, n_way)
+    emb = model(torch.cat([xs, xq]))
+    return prototype_logits(emb[: len(xs)], ys, emb[len(xs) :], n_way)
 
 
 def train_protonet(

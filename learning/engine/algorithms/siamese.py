@@ -29,7 +29,7 @@ from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
 from learning.engine.episodes import EpisodeError, PairSampler
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import SiameseNet, build_model, embed_episode
+from learning.engine.nets import SiameseNet, build_model
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ def classify_siamese(
     n_way = int(ys.max()) + 1
     out = []
     for b in range(xs.shape[0]):
-        support, query = embed_episode(model, xs[b], xq[b])
+        emb = model(torch.cat([xs[b], xq[b]]))
+        support, query = emb[: xs.shape[1]], emb[xs.shape[1] :]
         scores = model.pair_logits(query.unsqueeze(1), support.unsqueeze(0))  # (Q, S)
         per_class = torch.full((scores.shape[0], n_way), -torch.inf, dtype=scores.dtype, device=scores.device)
         per_class = per_class.scatter_reduce(1, ys[b].expand_as(scores), scores, reduce="amax")
