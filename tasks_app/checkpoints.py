@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from learning.artifacts import artifact_read, artifact_save, artifact_storage, artifacts_delete
+from learning.engine.checkpoints import is_whole_blob
 
 _NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
 
@@ -18,7 +19,9 @@ class ArtifactCheckpointStore:
     """The engine's ``CheckpointStore`` over Django's artifact storage, keeping the last ``keep``.
 
     A new checkpoint is written under a fresh name before older ones are deleted, so a
-    worker killed mid-save still leaves the previous checkpoint whole.
+    worker killed mid-save still leaves the previous checkpoint whole. Django's storages
+    write in place under the final name, so a worker stopped or killed mid-save leaves a
+    partial newest file behind: reads skip to the newest whole one.
     """
 
     def __init__(self, job_id: int, keep: int = 2, run: str = "main") -> None:
@@ -45,15 +48,17 @@ class ArtifactCheckpointStore:
         artifacts_delete(self._name(s) for s in older[: max(0, len(older) - self.keep + 1)])
 
     def latest_step(self) -> int | None:
-        """The step of the newest checkpoint, or None when there is none."""
-        steps = self._steps()
-        return steps[-1] if steps else None
+        """The step of the checkpoint a run would resume from, or None when there is none."""
+        latest = self.load_latest()
+        return latest[0] if latest else None
 
     def load_latest(self) -> tuple[int, bytes] | None:
-        steps = self._steps()
-        if not steps:
-            return None
-        return steps[-1], artifact_read(self._name(steps[-1]))
+        """``(step, blob)`` of the newest whole checkpoint, or None when there is none."""
+        for step in reversed(self._steps()):
+            blob = artifact_read(self._name(step))
+            if is_whole_blob(blob):
+                return step, blob
+        return None
 
     def clear(self) -> None:
         artifacts_delete(self._name(s) for s in self._steps())

@@ -159,6 +159,17 @@ def unpack_blob(blob: bytes, fmt: str = CHECKPOINT_FORMAT) -> tuple[dict[str, Te
     return tensors, metadata
 
 
+def is_whole_blob(blob: bytes) -> bool:
+    """Whether ``blob`` is as long as its safetensors header says: False for a file whose writer
+    stopped mid-write (storages without atomic renames show such files under their final name)."""
+    try:
+        header = _read_header(blob)
+        ends = [int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return False
+    return len(blob) == 8 + int.from_bytes(blob[:8], "little") + max(ends, default=0)
+
+
 def _read_header(blob: bytes) -> dict[str, Any]:
     """The JSON header of safetensors bytes (the format is an 8-byte length, then the JSON)."""
     if len(blob) < 8:
