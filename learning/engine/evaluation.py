@@ -8,10 +8,17 @@ normal approximation; with >= 600 episodes it differs from the t-based interval 
 so the same spec and seed give the very same episodes to every model, which is what
 :func:`paired_comparison` needs. An algorithm's classify function comes from the
 registry (:func:`learning.engine.algorithms.get_entry`).
+
+Each query is scored from the support set and itself only: batch normalization takes the
+support's statistics (:func:`learning.engine.nets.embed_episode`), so the score does not
+depend on the other queries of the episode, as a user's prediction must not. The papers'
+transductive variant (statistics of support and queries together, or of the queries) is
+``transductive=True``; a number measured that way must say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -28,6 +35,7 @@ from learning.engine.algorithms import get_entry
 from learning.engine.data import ImageArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeSampler, EpisodeSpec
+from learning.engine.nets import transductive_statistics
 from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
 from learning.engine.weights import load_model
 
@@ -116,6 +124,7 @@ def evaluate_model(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     progress_interval_s: float = 0.5,
+    transductive: bool = False,
 ) -> EvalResult:
     """Query accuracy of ``model`` (trained by ``algorithm``) on N-way K-shot episodes of ``classes``.
 
@@ -164,7 +173,8 @@ def evaluate_model(
             check_stop(should_stop, start, episodes)
             count = min(batch_episodes, episodes - start)
             tasks = sampler.batch(start, count, dev)
-            with torch.no_grad():
+            normalization = transductive_statistics() if transductive else contextlib.nullcontext()
+            with torch.no_grad(), normalization:
                 scores: Tensor = entry.classify(
                     model, tasks.x_support, tasks.y_support, tasks.x_query, adapt or {}
                 )
@@ -197,6 +207,7 @@ def evaluate_classifier(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     progress_interval_s: float = 0.5,
+    transductive: bool = False,
 ) -> EvalResult:
     """:func:`evaluate_model` on the net rebuilt from ``weights`` and ``model_config``.
 
@@ -223,6 +234,7 @@ def evaluate_classifier(
         seen_class_names=seen_class_names,
         on_progress=on_progress,
         should_stop=should_stop,
+        transductive=transductive,
         progress_interval_s=progress_interval_s,
     )
 

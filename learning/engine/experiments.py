@@ -80,6 +80,9 @@ class EpisodePlan:
     seed: int = 0
     strict: bool = True
     """False allows fewer than the protocol's 600 episodes (tests, quick looks)."""
+    transductive: bool = False
+    """Normalize by the statistics of support and queries together, as the papers do, rather
+    than the support's alone; a query's score then depends on the other queries."""
 
 
 @dataclass(frozen=True)
@@ -371,5 +374,6 @@ def _accuracy(
         seen_class_names=seen_class_names,
         device=device,
         strict=plan.strict,
+        transductive=plan.transductive,
         **count.callbacks(),
     )

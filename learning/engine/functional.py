@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from learning.engine.loop import StepInterrupted
+from learning.engine.nets import embed_episode, is_transductive
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Params = dict[str, Tensor]
@@ -266,6 +267,10 @@ def batched_adapt_predict(
 ) -> Tensor:
     """Query outputs ``(B, Q, *out)`` after adapting to each task's support ``(B, S, ...)``; no graph kept.
 
+    The queries are normalized by the support's statistics (:func:`embed_episode`), so each
+    query's output depends on the support and itself only; under
+    :func:`learning.engine.nets.transductive_statistics`, by their own batch's, as in training.
+
     For evaluation: the inner loop runs first-order (no meta-gradient is needed) and
     under ``no_grad`` outside; ``torch.func.grad`` still computes the inner gradients.
     ``should_stop`` is polled before every inner step (all tasks step together under
@@ -277,7 +282,10 @@ def batched_adapt_predict(
 
     def one(xs: Tensor, ys: Tensor, xq: Tensor) -> Tensor:
         fast = adapt(model, detached, buffers, xs, ys, first_order, should_stop=should_stop)
-        return functional_call(model, (fast, buffers), (xq,))
+        if is_transductive():
+            return functional_call(model, (fast, buffers), (xq,))
+        _, query = embed_episode(lambda x: functional_call(model, (fast, buffers), (x,)), xs, xq)
+        return query
 
     with torch.no_grad():
         return vmap(one)(x_support, y_support, x_query)

@@ -2,13 +2,18 @@
 
 Why a hand-written BatchNorm: ``torch.func.vmap`` over ``nn.BatchNorm2d`` in training mode
 gives silently wrong second-order gradients (pytorch/functorch#534), and its running
-statistics are in-place buffer updates that cannot be batched over tasks. MAML uses
-*transductive* batch statistics anyway (the statistics of the batch being processed,
-at meta-training and at meta-test time, never running averages), so
-:class:`BatchStatNorm` computes exactly that from plain ``mean``/``var`` ops, which
-vmap and double backward handle correctly. Every net here uses it, so a model behaves
-the same in ``train()`` and ``eval()`` mode; the batch of an episode (support, or
-support + query for embedding methods) is the unit of normalization.
+statistics are in-place buffer updates that cannot be batched over tasks. Few-shot
+methods use batch statistics anyway (never running averages), so :class:`BatchStatNorm`
+computes them from plain ``mean``/``var`` ops, which vmap and double backward handle
+correctly. Every net here uses it, so a model behaves the same in ``train()`` and
+``eval()`` mode.
+
+Whose statistics: a prediction must not depend on the other queries it is asked with, so
+an episode's queries are normalized by the statistics of its *support set*
+(:func:`embed_episode`, and the adapted predictions of :mod:`learning.engine.functional`).
+The papers' transductive protocol (statistics of the support and queries together, or of
+the queries alone) stays available under :func:`transductive_statistics`. MAML-family
+meta-training keeps the transductive outer loss of Finn et al. (2017).
 
 Models are built from a plain JSON-able ``model_config`` by :func:`build_model`, so a
 saved weights file carries everything needed to rebuild its net; the Neural Process nets
@@ -17,7 +22,9 @@ live in :mod:`learning.engine.neural_process_nets` and are built from here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -26,15 +33,74 @@ from torch import Tensor, nn
 from learning.engine.neural_process_nets import ARCH as NP_ARCH
 from learning.engine.neural_process_nets import build_neural_process
 
+_STATISTICS_ROWS: ContextVar[int | None] = ContextVar("statistics_rows", default=None)
+"""How many leading rows of a batch its normalization statistics come from (None: all)."""
+_TRANSDUCTIVE: ContextVar[bool] = ContextVar("transductive", default=False)
+
+
+@contextmanager
+def transductive_statistics() -> Iterator[None]:
+    """Inside this block, :func:`embed_episode` and adapted predictions normalize support and
+    queries by their joint statistics (or the queries' own) instead of the support's alone.
+
+    That is the *transductive* protocol of the MAML and ProtoNet papers, where a query's score
+    depends on the other queries of its episode; use it only to reproduce their numbers.
+    """
+    token = _TRANSDUCTIVE.set(True)
+    try:
+        yield
+    finally:
+        _TRANSDUCTIVE.reset(token)
+
+
+def is_transductive() -> bool:
+    """Whether :func:`transductive_statistics` is in force."""
+    return _TRANSDUCTIVE.get()
+
+
+@contextmanager
+def statistics_from(rows: int | None) -> Iterator[None]:
+    """Every :func:`batch_stat_norm` inside normalizes by the statistics of the first ``rows``
+    rows of its batch (the support set), applied to all rows; None: of the whole batch."""
+    token = _STATISTICS_ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _STATISTICS_ROWS.reset(token)
+
+
+def embed_episode(encode: Callable[[Tensor], Tensor], xs: Tensor, xq: Tensor) -> tuple[Tensor, Tensor]:
+    """``(encode(xs), encode(xq))`` of one episode's support ``(S, ...)`` and queries ``(Q, ...)``,
+    in one batch normalized by the support's statistics, so that a query's output depends on
+    the support set and itself only (under :func:`transductive_statistics`: on the whole batch).
+    """
+    rows = None if is_transductive() else len(xs)
+    with statistics_from(rows):
+        out = encode(torch.cat([xs, xq]))
+    return out[: len(xs)], out[len(xs) :]
+
+
+def embed_episodes(encode: Callable[[Tensor], Tensor], xs: Tensor, xq: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`embed_episode` of a batch of episodes in one call: ``(encode(xs), encode(xq))``,
+    ``(B, S, D)`` and ``(B, Q, D)`` from ``xs`` ``(B, S, ...)`` and ``xq`` ``(B, Q, ...)``.
+
+    The episodes go through the net as one batch (vmap folds them into the batch dimension
+    of every convolution), while each keeps its own normalization statistics.
+    """
+    return torch.func.vmap(lambda s, q: embed_episode(encode, s, q))(xs, xq)
+
 
 def batch_stat_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
-    """Normalize ``x`` ``(B, C, *spatial)`` per channel with its own batch statistics, then scale and shift.
+    """Normalize ``x`` ``(B, C, *spatial)`` per channel with batch statistics, then scale and shift.
 
     Uses the biased variance over the batch and spatial dimensions (as ``nn.BatchNorm`` in
-    training mode). Returns a tensor of the shape of ``x``.
+    training mode), of the whole batch or, inside :func:`statistics_from`, of its first rows.
+    Returns a tensor of the shape of ``x``.
     """
     dims = [0, *range(2, x.dim())]
-    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    rows = _STATISTICS_ROWS.get()
+    reference = x if rows is None else x[:rows]
+    var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
     shape = [1, -1] + [1] * (x.dim() - 2)
     # Folding the statistics into a per-channel scale and shift leaves one full-size op
     # (addcmul) instead of four, and the same for the backward and double-backward passes;

@@ -8,7 +8,8 @@ Classification (``arch == "conv4"``; images ``(n, 28, 28)`` uint8, ink high, as
 ``learning.engine.data`` stores them), with the algorithm's own ``classify``:
 
 - ``protonet``: scores are minus the squared Euclidean distances to the class prototypes
-  (support and query embedded in one batch, as in training);
+  (support and query embedded in one batch normalized by the support's statistics, as in
+  training, so a query's answer does not depend on the other queries sent with it);
 - ``maml`` / ``fomaml`` / ``reptile``: ``adapt["inner_steps"]`` SGD steps of
   ``adapt["inner_lr"]`` (the settings saved with the weights) on the support set, then the
   adapted net's logits. The linear head has the ``n_way`` outputs fixed at training, so

@@ -23,7 +23,7 @@ from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, Imag
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.data import ImageArrays
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import build_model
+from learning.engine.nets import build_model, embed_episode, embed_episodes
 from learning.engine.params import section
 
 
@@ -36,18 +36,18 @@ class ProtoNetConfig(ImageConfig):
 
 
 def prototype_logits(support: Tensor, y_support: Tensor, query: Tensor, n_way: int) -> Tensor:
-    """Minus squared Euclidean distances ``(Q, N)`` from query embeddings ``(Q, D)`` to class means.
-
-    ``support`` ``(S, D)`` with labels ``y_support`` ``(S,)`` in ``0..n_way-1``.
+    """Minus squared Euclidean distances ``(..., Q, N)`` from query embeddings ``(..., Q, D)`` to
+    class means of ``support`` ``(..., S, D)``, whose labels ``y_support`` ``(..., S)`` are in
+    ``0..n_way-1``; leading dimensions are episodes.
     """
     onehot = F.one_hot(y_support, n_way).to(support.dtype)
-    prototypes = onehot.T @ support / onehot.sum(0).unsqueeze(1)
-    return -((query.unsqueeze(1) - prototypes.unsqueeze(0)) ** 2).sum(-1)
+    prototypes = onehot.transpose(-1, -2) @ support / onehot.sum(-2).unsqueeze(-1)
+    return -((query.unsqueeze(-2) - prototypes.unsqueeze(-3)) ** 2).sum(-1)
 
 
 def _episode_logits(model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, n_way: int) -> Tensor:
-    emb = model(torch.cat([xs, xq]))
-    return prototype_logits(emb[: len(xs)], ys, emb[len(xs) :], n_way)
+    support, query = embed_episode(model, xs, xq)
+    return prototype_logits(support, ys, query, n_way)
 
 
 def train_protonet(
@@ -113,10 +113,10 @@ def classify_protonet(
 ) -> Tensor:
     """Logits ``(B, Q, N)``: minus squared distances to the prototypes of each episode's support.
 
-    One forward pass per episode, so ``should_stop`` is not polled.
+    All episodes go through the net in one batch, so ``should_stop`` is not polled.
     """
-    n_way = int(ys.max()) + 1
-    return torch.stack([_episode_logits(model, xs[b], ys[b], xq[b], n_way) for b in range(xs.shape[0])])
+    support, query = embed_episodes(model, xs, xq)
+    return prototype_logits(support, ys, query, int(ys.max()) + 1)
 
 
 register_algorithm(

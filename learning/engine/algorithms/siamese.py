@@ -29,7 +29,7 @@ from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
 from learning.engine.episodes import EpisodeError, PairSampler
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import SiameseNet, build_model
+from learning.engine.nets import SiameseNet, build_model, embed_episode
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,7 @@ def classify_siamese(
     n_way = int(ys.max()) + 1
     out = []
     for b in range(xs.shape[0]):
-        emb = model(torch.cat([xs[b], xq[b]]))
-        support, query = emb[: xs.shape[1]], emb[xs.shape[1] :]
+        support, query = embed_episode(model, xs[b], xq[b])
         scores = model.pair_logits(query.unsqueeze(1), support.unsqueeze(0))  # (Q, S)
         per_class = torch.full((scores.shape[0], n_way), -torch.inf, dtype=scores.dtype, device=scores.device)
         per_class = per_class.scatter_reduce(1, ys[b].expand_as(scores), scores, reduce="amax")

@@ -19,13 +19,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from learning.engine.algorithms._common import resolve_classes
+from learning.engine.algorithms.protonet import prototype_logits
 from learning.engine.algorithms.transfer.data import BackboneShape, TransferData, weights_digest
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
 from learning.engine.device import resolve_device
 from learning.engine.episodes import episode_rng
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import TRANSFER_ARCH, TransferNet
+from learning.engine.nets import TRANSFER_ARCH, TransferNet, embed_episodes
 
 TARGET_STREAM = 21
 """Episode-RNG stream of target minibatches (training samplers use 0, evaluation 7)."""
@@ -227,17 +228,10 @@ def classify_transfer(
     """Scores ``(B, Q, N)``: minus squared distances from query features to the support class means.
 
     ``xs`` ``(B, S, C, H, W)``, ``ys`` ``(B, S)`` in ``0..N-1``, ``xq`` ``(B, Q, C, H, W)``. Support
-    and query of an episode are embedded in one batch (the batch-statistics norm sees the
-    episode, as in ProtoNet); the classifier head is not used, since the episode's classes are new.
-    One forward pass per episode, so ``should_stop`` is not polled.
+    and query of an episode are embedded as in ProtoNet (:func:`embed_episode`); the classifier
+    head is not used, since the episode's classes are new.
+    All episodes go through the net in one batch, so ``should_stop`` is not polled.
     """
-    n_way = int(ys.max()) + 1
     encode: Callable[[Tensor], Tensor] = model.embed if hasattr(model, "embed") else model  # type: ignore[assignment]
-    out = []
-    for b in range(xs.shape[0]):
-        emb = encode(torch.cat([xs[b], xq[b]]))
-        support, query = emb[: xs.shape[1]], emb[xs.shape[1] :]
-        onehot = F.one_hot(ys[b], n_way).to(support.dtype)
-        protos = onehot.T @ support / onehot.sum(0).unsqueeze(1)
-        out.append(-((query.unsqueeze(1) - protos.unsqueeze(0)) ** 2).sum(-1))
-    return torch.stack(out)
+    support, query = embed_episodes(encode, xs, xq)
+    return prototype_logits(support, ys, query, int(ys.max()) + 1)
