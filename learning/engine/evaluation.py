@@ -35,7 +35,7 @@ from learning.engine.algorithms import get_entry
 from learning.engine.data import ImageArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeSampler, EpisodeSpec
-from learning.engine.nets import transductive_statistics
+from learning.engine.nets import channels_last, transductive_statistics
 from learning.engine.progress import EvaluationStopped, ProgressFn, ProgressMeter, StopFn, check_stop
 from learning.engine.weights import load_model
 
@@ -168,19 +168,20 @@ def evaluate_model(
     model.eval()
     accuracies = np.empty(episodes, dtype=np.float64)
     meter = ProgressMeter(episodes, on_progress, interval_s=progress_interval_s)
+    layout = contextlib.nullcontext() if entry.adapts else channels_last(model)
+    normalization = transductive_statistics() if transductive else contextlib.nullcontext()
     try:
-        for start in range(0, episodes, batch_episodes):
-            check_stop(should_stop, start, episodes)
-            count = min(batch_episodes, episodes - start)
-            tasks = sampler.batch(start, count, dev)
-            normalization = transductive_statistics() if transductive else contextlib.nullcontext()
-            with torch.no_grad(), normalization:
+        with layout, normalization, torch.no_grad():
+            for start in range(0, episodes, batch_episodes):
+                check_stop(should_stop, start, episodes)
+                count = min(batch_episodes, episodes - start)
+                tasks = sampler.batch(start, count, dev)
                 scores: Tensor = entry.classify(
                     model, tasks.x_support, tasks.y_support, tasks.x_query, adapt or {}
                 )
-            correct = (scores.argmax(-1) == tasks.y_query).double().mean(-1)
-            accuracies[start : start + count] = correct.cpu().numpy()
-            meter.advance(count)
+                correct = (scores.argmax(-1) == tasks.y_query).double().mean(-1)
+                accuracies[start : start + count] = correct.cpu().numpy()
+                meter.advance(count)
     finally:
         model.train(was_training)
     mean, ci = mean_ci95(accuracies)

@@ -52,6 +52,7 @@ from torch.nn import functional as F
 from learning.engine.algorithms import REGISTRY, get_entry
 from learning.engine.data import IMAGE_SIZE
 from learning.engine.functional import AdaptationStopped, InnerLoop, batched_adapt_predict
+from learning.engine.nets import store_channels_last
 from learning.engine.neural_process_nets import NeuralProcess
 from learning.engine.weights import load_model
 
@@ -159,6 +160,8 @@ def load_predictor(
         raise PredictError(f"the weights do not fit the model config: {exc}") from exc
     for p in model.parameters():
         p.requires_grad_(False)
+    if task == CLASSIFICATION and not get_entry(algorithm, "image").adapts:
+        store_channels_last(model)  # it only embeds, and is never trained
     return Predictor(algorithm=algorithm, model_config=config, model=model, task=task)
 
 

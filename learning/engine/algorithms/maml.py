@@ -110,7 +110,18 @@ def classify_adapted(
     ``should_stop`` is polled before every inner step (``AdaptationStopped`` when it fires).
     """
     inner = InnerLoop(F.cross_entropy, float(adapt["inner_lr"]), int(adapt["inner_steps"]))
-    return batched_adapt_predict(model, xs, ys, xq, inner, should_stop=should_stop)
+    if xs.device.type == "cuda":
+        return batched_adapt_predict(model, xs, ys, xq, inner, should_stop=should_stop)
+    # On CPU, vmap turns each episode's own adapted weights into grouped convolutions, which
+    # ran 1.7x slower than one episode at a time (benchmarks/evaluation_speed.py).
+    return torch.cat(
+        [
+            batched_adapt_predict(
+                model, xs[b : b + 1], ys[b : b + 1], xq[b : b + 1], inner, should_stop=should_stop
+            )
+            for b in range(xs.shape[0])
+        ]
+    )
 
 
 for _name, _label in (("maml", "MAML (second order)"), ("fomaml", "First-order MAML")):
