@@ -1,4 +1,4 @@
-"""A catalog model ready to predict: its weights parsed once (and cached), a fresh net per request.
+"""A catalog model ready to predict: its weights parsed and its net built once, then cached.
 
 Only reads: the model's row and its weights file. A weights file that cannot be read, does
 not match its recorded sha256, or cannot make predictions raises ``InvalidInput`` saying so.
@@ -73,13 +73,21 @@ def predict_kind(*, model: MetaModel) -> str:
         raise InvalidInput(exc.message) from exc
 
 
-def predictor_load(*, model: MetaModel) -> engine.Predictor:
-    """A fresh net with the model's weights (one per request: adaptation never shares state)."""
-    weights, config, algorithm = _parsed(model)
+@lru_cache(maxsize=16)
+def _predictor(name: str, sha256: str) -> engine.Predictor:
+    weights, config, algorithm = _weights(name, sha256)
     try:
         return engine.load_predictor(weights, config, algorithm)
     except engine.PredictError as exc:
         raise InvalidInput(exc.message) from exc
+
+
+def predictor_load(*, model: MetaModel) -> engine.Predictor:
+    """The model's net with its weights, built once and shared by every request: predictions
+    never change it (adaptation works on copies of the weights, and no layer keeps state)."""
+    if not model.weights_file:
+        raise InvalidInput("this model has no weights file")
+    return _predictor(model.weights_file, model.weights_sha256)
 
 
 def fixed_ways(*, model: MetaModel) -> int | None:
