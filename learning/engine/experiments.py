@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from learning.engine.algorithms import train, validate_config
 from learning.engine.algorithms.transfer import TransferData, scratch_config
@@ -33,7 +33,7 @@ from learning.engine.data import ImageArrays
 from learning.engine.evaluation import (
     MIN_PROTOCOL_EPISODES,
     EvalResult,
-    evaluate_classifier,
+    evaluate_model,
     paired_comparison,
 )
 from learning.engine.functions import FunctionFamily, heldout_tasks
@@ -238,7 +238,8 @@ def _scores(
             )
             for key, metric in (("mse", "mse"), ("log_lik", "log_likelihood"))
         ]
-    outcome = _accuracy(algorithm, weights, model_config, data, plan, seen_class_names, device, count)
+    model = load_model(weights, model_config)
+    outcome = _accuracy(algorithm, model, model_config, data, plan, seen_class_names, device, count)
     return [Score("accuracy", plan.k_shot, outcome.mean, outcome.ci95, outcome.episodes)]
 
 
@@ -315,13 +316,16 @@ def transfer_and_compare(
     count = _EpisodeCount(hooks, 2 * len(shots) * plan.episodes)
     count.begin()
     scores = []
+    # Each net is built once for every shot count; the embeddings cannot be shared across shot
+    # counts, since each query is normalized by its own episode's support set.
+    nets = [(r, load_model(r.weights, r.model_config)) for r in (transferred, baseline)]
     try:
         for k in shots:
             at_k = replace(plan, k_shot=k)
             ours, theirs = (
                 _accuracy(
                     r.algorithm,
-                    r.weights,
+                    net,
                     r.model_config,
                     data.target,
                     at_k,
@@ -329,7 +333,7 @@ def transfer_and_compare(
                     config["device"],
                     count,
                 )
-                for r in (transferred, baseline)
+                for r, net in nets
             )
             paired = paired_comparison(ours, theirs)
             scores.append(
@@ -351,7 +355,7 @@ def transfer_and_compare(
 
 def _accuracy(
     algorithm: str,
-    weights: Mapping[str, Tensor],
+    model: nn.Module,
     model_config: Mapping[str, Any],
     data: ImageArrays,
     plan: EpisodePlan,
@@ -359,10 +363,9 @@ def _accuracy(
     device: str,
     count: _EpisodeCount,
 ) -> EvalResult:
-    return evaluate_classifier(
+    return evaluate_model(
         algorithm,
-        weights,
-        model_config,
+        model,
         data,
         classes=plan.classes,
         n_way=plan.n_way,
@@ -371,6 +374,7 @@ def _accuracy(
         within_group=plan.within_group,
         episodes=plan.episodes,
         seed=plan.seed,
+        adapt=model_config.get("adapt", {}),
         seen_class_names=seen_class_names,
         device=device,
         strict=plan.strict,
