@@ -133,7 +133,13 @@ def secret_spec(user):
     model = MetaModel.objects.create(
         name="Public model", algorithm="protonet", architecture="conv4", task_spec=spec, owner=user
     )
-    Evaluation.objects.create(
+    _evaluation(model, target, spec)
+    return spec
+
+
+def _evaluation(model: MetaModel, target, spec: TaskSpec) -> Evaluation:
+    """A 1-shot accuracy evaluation of ``model`` on ``target`` made on ``spec``."""
+    return Evaluation.objects.create(
         model=model,
         target_domain=target,
         task_spec=spec,
@@ -143,7 +149,6 @@ def secret_spec(user):
         ci95=0.1,
         episodes=600,
     )
-    return spec
 
 
 def _leaks(text: str, spec: TaskSpec) -> bool:
@@ -189,16 +194,7 @@ def test_a_private_task_spec_of_a_public_evaluation_is_not_named_on_the_model_pa
     model = MetaModel.objects.create(
         name="Public model", algorithm="protonet", architecture="conv4", owner=user
     )
-    Evaluation.objects.create(
-        model=model,
-        target_domain=domain,
-        task_spec=spec,
-        shots=1,
-        metric="accuracy",
-        mean=0.5,
-        ci95=0.1,
-        episodes=600,
-    )
+    _evaluation(model, domain, spec)
 
     # when an anonymous visitor opens the model page
     page = client.get(f"/models/{model.pk}/")
