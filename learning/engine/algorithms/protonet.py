@@ -113,7 +113,7 @@ def classify_protonet(
 ) -> Tensor:
     """Logits ``(B, Q, N)``: minus squared distances to the prototypes of each episode's support.
 
-    All episodes go through the net in one batch, so ``should_stop`` is not polled.
+    One forward pass per episode (:func:`embed_episodes`), so ``should_stop`` is not polled.
     """
     support, query = embed_episodes(model, xs, xq)
     return prototype_logits(support, ys, query, int(ys.max()) + 1)

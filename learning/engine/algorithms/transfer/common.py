@@ -230,7 +230,7 @@ def classify_transfer(
     ``xs`` ``(B, S, C, H, W)``, ``ys`` ``(B, S)`` in ``0..N-1``, ``xq`` ``(B, Q, C, H, W)``. Support
     and query of an episode are embedded as in ProtoNet (:func:`embed_episode`); the classifier
     head is not used, since the episode's classes are new.
-    All episodes go through the net in one batch, so ``should_stop`` is not polled.
+    One forward pass per episode (:func:`embed_episodes`), so ``should_stop`` is not polled.
     """
     encode: Callable[[Tensor], Tensor] = model.embed if hasattr(model, "embed") else model  # type: ignore[assignment]
     support, query = embed_episodes(encode, xs, xq)
