@@ -83,11 +83,15 @@ def _predictor(name: str, sha256: str) -> engine.Predictor:
 
 
 def predictor_load(*, model: MetaModel) -> engine.Predictor:
-    """The model's net with its weights, built once and shared by every request: predictions
-    never change it (adaptation works on copies of the weights, and no layer keeps state)."""
+    """The model's net with its weights: built once and shared by every request when its
+    predictions only read it (see ``Predictor.shareable``), else a fresh one per request."""
     if not model.weights_file:
         raise InvalidInput("this model has no weights file")
-    return _predictor(model.weights_file, model.weights_sha256)
+    cached = _predictor(model.weights_file, model.weights_sha256)
+    if cached.shareable:
+        return cached
+    weights, config, algorithm = _parsed(model)
+    return engine.load_predictor(weights, config, algorithm)
 
 
 def fixed_ways(*, model: MetaModel) -> int | None:

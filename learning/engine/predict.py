@@ -123,6 +123,15 @@ class Predictor:
         """The saved adaptation settings (``inner_lr``, ``inner_steps``) of MAML-family models."""
         return dict(self.model_config.get("adapt") or {})
 
+    @property
+    def shareable(self) -> bool:
+        """Whether one net may serve concurrent predictions: not when they adapt it, since
+        adaptation runs it through ``torch.func.functional_call``, which puts each request's
+        adapted weights into the net for the duration of the call."""
+        if self.task == CLASSIFICATION:
+            return not get_entry(self.algorithm, "image").adapts
+        return self.algorithm in NEURAL_PROCESSES
+
 
 def load_predictor(
     weights: Mapping[str, Tensor], model_config: Mapping[str, Any], algorithm: str

@@ -96,3 +96,28 @@ def test_episodes_scored_in_one_batch_score_as_each_would_alone(algorithm):
         together = classify_batch(net, xs, ys, xq, adapt)
         alone = torch.cat([classify_batch(net, xs[[b]], ys[[b]], xq[[b]], adapt) for b in range(4)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "shared"),
+    [
+        ("protonet", True),
+        ("siamese", True),
+        ("maml", False),
+        ("fomaml", False),
+        ("reptile", False),
+        ("cnp", True),
+        ("np", True),
+    ],
+)
+def test_only_nets_that_predictions_never_swap_weights_into_are_shared_between_requests(algorithm, shared):
+    assert _predictor(algorithm).shareable is shared
+
+
+def test_adaptation_puts_its_weights_into_the_net_for_the_call_which_is_why_such_nets_are_not_shared():
+    net = _predictor("maml").model
+    seen = []
+    net.head.register_forward_hook(lambda module, args, out: seen.append(bool((module.weight == 0).all())))
+    zeros = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
+    torch.func.functional_call(net, zeros, (torch.zeros(2, 1, 28, 28),))
+    assert seen == [True] and not bool((net.head.weight == 0).all())
