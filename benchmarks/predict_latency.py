@@ -320,8 +320,8 @@ def report(args, results, body_bytes: int) -> None:
                 f"protonet: {args.steps} training steps on 5-way 1-shot digits; maml: freshly initialized "
                 "20-way net, 1 inner SGD step on the support set per request (latency does not depend on the "
                 "weights' values)",
-                "each request decodes and normalizes 40 images, adapts (maml) and predicts; protonet's net is "
-                "built once and shared, maml's per request (adaptation writes into the net); engine: the "
+                "each request decodes and normalizes 40 images, adapts (maml) and predicts; protonet's net "
+                "is built once and shared, maml's per request (adaptation writes into the net); engine: the "
                 "same nets and decoded images, "
                 f"{args.requests} calls of learning.engine.predict.classify in this process, one at a time, "
                 "before the server is measured; targets (issue 11): p95 <= 100 ms engine, <= 150 ms HTTP",
