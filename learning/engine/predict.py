@@ -169,9 +169,10 @@ def load_predictor(
         raise PredictError(f"the weights do not fit the model config: {exc}") from exc
     for p in model.parameters():
         p.requires_grad_(False)
-    if task == CLASSIFICATION and not get_entry(algorithm, "image").adapts:
+    predictor = Predictor(algorithm=algorithm, model_config=config, model=model, task=task)
+    if task == CLASSIFICATION and predictor.shareable:
         store_channels_last(model)  # it only embeds, and is never trained
-    return Predictor(algorithm=algorithm, model_config=config, model=model, task=task)
+    return predictor
 
 
 def images_to_tensor(images: np.ndarray) -> Tensor:
