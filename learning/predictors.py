@@ -1,4 +1,4 @@
-"""A catalog model ready to predict: its weights parsed and its net built once, then cached.
+"""A catalog model ready to predict: weights parsed once, the net shared when predictions only read it.
 
 Only reads: the model's row and its weights file. A weights file that cannot be read, does
 not match its recorded sha256, or cannot make predictions raises ``InvalidInput`` saying so.
