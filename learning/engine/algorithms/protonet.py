@@ -1,10 +1,10 @@
 """Prototypical Networks (Snell, Swersky and Zemel, 2017): Conv4 embedding, squared Euclidean distance.
 
 Each step samples ``meta_batch`` episodes; for each, support and query images are
-embedded in one batch (so the batch-statistics norm sees the whole episode, as at
-test time), each class prototype is the mean of its support embeddings, and the
-query logits are minus the squared Euclidean distances to the prototypes. Adam with
-``outer_lr`` minimizes the query cross-entropy.
+embedded in one batch normalized by the support set's statistics (as at test time,
+so no query sees another), each class prototype is the mean of its support
+embeddings, and the query logits are minus the squared Euclidean distances to the
+prototypes. Adam with ``outer_lr`` minimizes the query cross-entropy.
 """
 
 from __future__ import annotations
