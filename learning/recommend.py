@@ -17,6 +17,7 @@ import numpy as np
 from learning import selectors
 from learning.algorithms import image_model_algorithms
 from learning.artifacts import artifact_read
+from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain
 from learning.predictors import SkippedModel, each_usable, net_load
 
@@ -32,6 +33,8 @@ class Recommendation:
     leep: float | None
     nce: float | None
     measured_gain: Evaluation | None
+    trained_on_target: bool
+    """Trained on the target itself: its score says nothing about transfer, so it ranks last."""
 
 
 @dataclass
@@ -77,19 +80,35 @@ def _scores(
 
 
 def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
-    """Rank the image models ``user`` may see for ``target``, best LogME first."""
+    """Rank the image models ``user`` may see for ``target``, best LogME first (models
+    meta-trained on ``target`` itself after the others).
+
+    Raises :class:`InvalidInput` for a target that is not an image domain: the scores
+    need images the source models can embed.
+    """
     from learning.engine.transferability import kendall_tau
 
+    if target.modality != SourceDomain.Modality.IMAGE_CLASSIFICATION:
+        raise InvalidInput(
+            f"{target.name} is a {target.get_modality_display().lower()} domain; sources are ranked "
+            "for image domains only",
+            field="domain",
+        )
     images, labels = _target_sample(target)
     models = selectors.metamodel_list(user=user).filter(algorithm__in=image_model_algorithms())[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
     measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
 
     def recommend(model: MetaModel) -> Recommendation:
-        return Recommendation(model, *_scores(model, images, labels), measured.get(model.pk))
+        return Recommendation(
+            model,
+            *_scores(model, images, labels),
+            measured_gain=measured.get(model.pk),
+            trained_on_target=any(d.pk == target.pk for d in model.trained_on.all()),
+        )
 
     recommendations, skipped = each_usable(models, recommend)
-    recommendations.sort(key=lambda r: r.logme, reverse=True)
+    recommendations.sort(key=lambda r: (r.trained_on_target, -r.logme))
     pairs = [(r.logme, r.measured_gain.gain) for r in recommendations if r.measured_gain is not None]
     tau = kendall_tau([p for p, _ in pairs], [m for _, m in pairs]) if len(pairs) >= 2 else None
     return Ranking(target, len(labels), int(labels.max()) + 1, recommendations, tau, skipped)

@@ -246,13 +246,17 @@ def transfer_recommend(request: HttpRequest) -> HttpResponse:
         .order_by("name")
     )
     slug = request.GET.get("domain", "")
-    ranking = None
+    ranking = error = None
     if slug:
-        ranking = recommend_sources(
-            user=request.user, target=selectors.domain_get(user=request.user, slug=slug)
-        )
+        try:
+            ranking = recommend_sources(
+                user=request.user, target=selectors.domain_get(user=request.user, slug=slug)
+            )
+        except InvalidInput as exc:
+            error = exc.message
     return render(
         request,
         "learning/transfer_recommend.html",
-        {"targets": targets, "selected": slug, "ranking": ranking},
+        {"targets": targets, "selected": slug, "ranking": ranking, "error": error},
+        status=400 if error else 200,
     )

@@ -18,7 +18,7 @@ from learning.artifacts import artifacts_delete
 from learning.errors import InvalidInput
 from learning.models import SourceDomain, TaskSpec, Visibility
 from learning.services.domains import domain_upload_stage
-from learning.services.task_specs import split_classes, task_spec_create
+from learning.services.task_specs import split_classes, task_spec_get_or_create
 from tasks_app.engine_config import (
     MAX_EVAL_EPISODES,
     MIN_EVAL_EPISODES,
@@ -65,10 +65,10 @@ def _visibility(asked: str | None, *inputs: Any) -> str:
 def _task_spec_for(
     *, owner, domain: SourceDomain, task_spec_id: Any, task: dict[str, Any] | None, visibility: str
 ) -> TaskSpec:
-    """The named task spec (visible to ``owner``, over ``domain``), or a new one from ``task``."""
+    """The named task spec (visible to ``owner``, over ``domain``), or the one ``task`` describes."""
     if task_spec_id not in (None, ""):
         return _visible_task_spec(user=owner, domain=domain, task_spec_id=task_spec_id)
-    return task_spec_create(domain=domain, owner=owner, visibility=visibility, **(task or {}))
+    return task_spec_get_or_create(domain=domain, owner=owner, visibility=visibility, **(task or {}))
 
 
 def _eval_episodes(value: Any) -> int:

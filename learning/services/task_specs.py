@@ -137,6 +137,49 @@ def task_spec_identity(
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def _task_spec_fields(
+    *,
+    domain: SourceDomain,
+    name: str = "",
+    split: dict | None = None,
+    n_way: int = 5,
+    k_shot: int = 1,
+    query_size: int = 15,
+    within_group: bool = False,
+    seed: int = 0,
+) -> dict:
+    """The validated fields of a task spec, its identity hash included; raises :class:`InvalidInput`."""
+    if not 0 <= seed <= MAX_POSITIVE_INT:
+        raise InvalidInput(f"seed must be from 0 to {MAX_POSITIVE_INT}, got {seed}", field="seed")
+    split = split if split is not None else default_split(domain=domain, seed=seed)
+    _check_split(domain=domain, split=split)
+    _check_shape(
+        domain=domain,
+        split=split,
+        n_way=n_way,
+        k_shot=k_shot,
+        query_size=query_size,
+        within_group=within_group,
+    )
+    if not domain.is_image:
+        n_way = 1
+    shape = {
+        "split": split,
+        "n_way": n_way,
+        "k_shot": k_shot,
+        "query_size": query_size,
+        "within_group": within_group,
+        "seed": seed,
+    }
+    default_name = f"{domain.name} {n_way}-way {k_shot}-shot" + (" within-group" if within_group else "")
+    return {
+        "domain": domain,
+        "name": name or default_name,
+        "identity_hash": task_spec_identity(domain=domain, **shape),
+        **shape,
+    }
+
+
 @transaction.atomic
 def task_spec_create(
     *,
@@ -152,31 +195,7 @@ def task_spec_create(
     visibility: str = Visibility.PUBLIC,
 ) -> TaskSpec:
     """Validate and create a task spec; ``split`` defaults to :func:`default_split`."""
-    if not 0 <= seed <= MAX_POSITIVE_INT:
-        raise InvalidInput(f"seed must be from 0 to {MAX_POSITIVE_INT}, got {seed}", field="seed")
-    split = split if split is not None else default_split(domain=domain, seed=seed)
-    _check_split(domain=domain, split=split)
-    _check_shape(
-        domain=domain,
-        split=split,
-        n_way=n_way,
-        k_shot=k_shot,
-        query_size=query_size,
-        within_group=within_group,
-    )
-    if not domain.is_image:
-        n_way = 1
-    name = name or f"{domain.name} {n_way}-way {k_shot}-shot" + (" within-group" if within_group else "")
-    identity = task_spec_identity(
-        domain=domain,
-        split=split,
-        n_way=n_way,
-        k_shot=k_shot,
-        query_size=query_size,
-        within_group=within_group,
-        seed=seed,
-    )
-    spec = TaskSpec.objects.create(
+    fields = _task_spec_fields(
         domain=domain,
         name=name,
         split=split,
@@ -185,9 +204,29 @@ def task_spec_create(
         query_size=query_size,
         within_group=within_group,
         seed=seed,
-        identity_hash=identity,
-        owner=owner,
-        visibility=visibility,
     )
+    spec = TaskSpec.objects.create(owner=owner, visibility=visibility, **fields)
+    catalog_changed_on_commit()
+    return spec
+
+
+@transaction.atomic
+def task_spec_get_or_create(
+    *, domain: SourceDomain, owner=None, visibility: str = Visibility.PUBLIC, **task
+) -> TaskSpec:
+    """The task spec ``owner`` can see with the same episodes (identity hash), name and
+    visibility, else a new one: launching the same task twice names one task family.
+    ``task`` takes the other keywords of :func:`task_spec_create`."""
+    fields = _task_spec_fields(domain=domain, **task)
+    same = (
+        TaskSpec.objects.visible_to(owner)
+        .filter(domain=domain, identity_hash=fields["identity_hash"], name=fields["name"])
+        .filter(visibility=visibility)
+        .order_by("pk")
+        .first()
+    )
+    if same is not None:
+        return same
+    spec = TaskSpec.objects.create(owner=owner, visibility=visibility, **fields)
     catalog_changed_on_commit()
     return spec

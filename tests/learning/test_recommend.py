@@ -68,3 +68,29 @@ def test_the_recommendation_page_renders_the_ranking(client, two_sources):
     assert 'id="ranking"' in html and "protonet source" in html and "maml source" in html
     assert client.get(reverse("transfer-recommend")).status_code == 200
     assert client.get(reverse("transfer-recommend"), {"domain": "nowhere"}).status_code == 404
+
+
+def test_a_function_domain_is_refused_with_a_message_not_a_crash(client, two_sources):
+    for slug in ("sinusoid", "gp-1d"):
+        page = client.get(reverse("transfer-recommend"), {"domain": slug})
+
+        assert page.status_code == 400
+        html = page.content.decode()
+        assert 'id="recommend-error"' in html and "sources are ranked for image domains only" in html
+
+
+def test_a_model_trained_on_the_target_ranks_after_the_transfers(two_sources, user):
+    protonet, maml = two_sources
+    digits = protonet.trained_on.get()
+    assert maml.trained_on.get() == digits
+    target = image_domain(name="Target", classes={f"c{i}": 6 for i in range(4)})
+    # Pretend the better-scoring model was trained on the target: it must drop below the other.
+    ranking = recommend_sources(user=user, target=target)
+    best = ranking.recommendations[0].model
+    best.trained_on.set([target])
+
+    reranked = recommend_sources(user=user, target=target)
+
+    assert [r.model.pk for r in reranked.recommendations][-1] == best.pk
+    assert reranked.recommendations[-1].trained_on_target
+    assert not reranked.recommendations[0].trained_on_target

@@ -34,6 +34,22 @@ def test_a_valid_request_writes_a_queued_job_and_enqueues_it_on_commit(
     assert len(callbacks) == 2  # the catalog event for the new task spec, and the enqueue
 
 
+def test_launching_the_same_task_twice_names_one_task_spec(user_client, digits):
+    # given two launches of the same task / when both are posted
+    first = user_client.post("/api/v1/jobs/", GOOD, format="json").json()
+    second = user_client.post("/api/v1/jobs/", GOOD, format="json").json()
+    # then both jobs run on one task spec: the same episodes are one task family
+    assert first["task_spec"] == second["task_spec"] and TaskSpec.objects.count() == 1
+
+    # when the episodes differ (another seed), or the visibility does, a new spec is made
+    reseeded = user_client.post(
+        "/api/v1/jobs/", {**GOOD, "task": {**GOOD["task"], "seed": 1}}, format="json"
+    ).json()
+    private = user_client.post("/api/v1/jobs/", {**GOOD, "visibility": "private"}, format="json").json()
+    assert len({first["task_spec"], reseeded["task_spec"], private["task_spec"]}) == 3
+    assert TaskSpec.objects.count() == 3
+
+
 def test_an_unknown_field_in_the_task_is_named_in_the_400(user_client, digits):
     # given a task with a field the API does not have / when posted
     body = {**GOOD, "task": {"n_way": 5, "k_shot": 1, "shots": 1}}
