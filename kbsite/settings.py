@@ -211,9 +211,11 @@ WHITENOISE_USE_FINDERS = True
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 REST_FRAMEWORK = {
+    # Token first: DRF answers a request without credentials with the first class's
+    # challenge, so scripts get 401 with "WWW-Authenticate: Token" rather than 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_FILTER_BACKENDS": [
@@ -234,6 +236,7 @@ REST_FRAMEWORK = {
     # With 0 that header is ignored, so a client cannot choose the address it is counted under.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "learning.api.exception_handler.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": [
         "learning.api.errors.DepthSafeJSONParser",
         "rest_framework.parsers.FormParser",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -154,7 +154,13 @@ class JobFilter(django_filters.FilterSet):
         fields = ["status", "kind", "queue", "domain", "algorithm"]
 
 
+@extend_schema_view(
+    list=extend_schema(summary="List your jobs", description="Newest first; filter by status, kind, domain."),
+    retrieve=extend_schema(summary="Get a job: status, progress, results"),
+)
+@extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    resource_noun = "job"
     serializer_class = JobSerializer
     filterset_class = JobFilter
     permission_classes = [permissions.IsAuthenticated]
@@ -169,7 +175,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             exc = ValidationError(exc.as_dict())
         return super().handle_exception(exc)
 
-    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    @extend_schema(
+        summary="Launch a meta-training or transfer job",
+        request=JobCreateSerializer,
+        responses={201: JobSerializer},
+    )
     def create(self, request: Request) -> Response:
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
@@ -203,7 +213,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: JobSerializer})
+    @extend_schema(
+        summary="Cancel a job",
+        request=None,
+        responses={200: JobSerializer},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         job = services.job_cancel(job=self.get_object())
@@ -211,5 +225,6 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
 
 router = SimpleRouter()
-router.register("jobs", JobViewSet, basename="job")
+# "api-job-*": the pages already use "job-list" and "job-detail".
+router.register("jobs", JobViewSet, basename="api-job")
 urlpatterns = [*router.urls]

@@ -28,6 +28,14 @@ def test_schema_generates_and_validates_with_no_warnings(tmp_path):
     assert upload["schema"]["$ref"].endswith("/MetaModelRegister")
     assert schema["components"]["schemas"]["MetaModelRegister"]["properties"]["weights"]["format"] == "binary"
 
+    # and every operation is tagged by resource (none falls into "v1"); the jobs' say what they do
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "v1" not in operation["tags"], f"{method} {path}"
+            if path.startswith("/api/v1/jobs/"):
+                assert operation.get("summary"), f"{method} {path} has no summary"
+    assert schema["paths"]["/api/v1/jobs/"]["post"]["tags"] == ["jobs"]
+
 
 def test_schema_endpoint_serves_the_schema(client):
     # given the schema URL

@@ -2,7 +2,8 @@
 
 DRF turns the errors it knows into JSON; an unexpected exception would reach Django's HTML
 500 page. Under ``/api/`` the middleware answers it with a plain JSON 500 instead (the
-traceback goes to the log, never to the client).
+traceback goes to the log, never to the client). DRF's own errors pass through
+:mod:`learning.api.exception_handler`.
 """
 
 from __future__ import annotations

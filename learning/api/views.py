@@ -29,6 +29,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
 
 from learning import heavy_work, selectors
 from learning.api import filtersets, serializers
@@ -56,6 +57,8 @@ class CatalogViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     permission_classes = [IsAuthenticatedOrReadOnly]
     pagination_class = CatalogPagination
+    resource_noun = ""
+    """What a 404 calls the entry ("no model 7"); see ``learning.api.exception_handler``."""
     detail_serializer_class: type[BaseSerializer] | None = None
     input_serializer_class: type[BaseSerializer] | None = None
 
@@ -131,6 +134,8 @@ class DomainViewSet(CatalogViewSet):
     instead: the answer is 202 with the job's id and URLs (``tasks_app.imports``).
     """
 
+    resource_noun = "domain"
+
     lookup_field = "slug"
     serializer_class = serializers.DomainSerializer
     detail_serializer_class = serializers.DomainDetailSerializer
@@ -185,6 +190,8 @@ class DomainViewSet(CatalogViewSet):
 class TaskSpecViewSet(CatalogViewSet):
     """Task specs: reproducible few-shot task families over a domain."""
 
+    resource_noun = "task spec"
+
     serializer_class = serializers.TaskSpecSerializer
     input_serializer_class = serializers.TaskSpecCreateSerializer
     filterset_class = filtersets.TaskSpecFilterSet
@@ -208,6 +215,8 @@ class TaskSpecViewSet(CatalogViewSet):
 @extend_schema(tags=["models"])
 class MetaModelViewSet(CatalogViewSet):
     """Trained models, their lineage and weights' checksums. Create uploads safetensors weights."""
+
+    resource_noun = "model"
 
     serializer_class = serializers.MetaModelSerializer
     detail_serializer_class = serializers.MetaModelDetailSerializer
@@ -246,6 +255,8 @@ class MetaModelViewSet(CatalogViewSet):
 class EvaluationViewSet(CatalogViewSet):
     """Measured results of models on target domains."""
 
+    resource_noun = "evaluation"
+
     serializer_class = serializers.EvaluationSerializer
     input_serializer_class = serializers.EvaluationCreateSerializer
     filterset_class = filtersets.EvaluationFilterSet
@@ -270,3 +281,33 @@ class TokenView(ObtainAuthToken):
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         return super().post(request, *args, **kwargs)
+
+
+API_ENTRY_POINTS = {
+    "domains": "api:domain-list",
+    "task-specs": "api:taskspec-list",
+    "models": "api:metamodel-list",
+    "evaluations": "api:evaluation-list",
+    "jobs": "api-job-list",
+    "transfer-matrix": "api:transfer-matrix",
+    "auth-token": "api:token",
+    "schema": "schema",
+    "docs": "api-docs",
+}
+"""What the API root links, by URL name: every resource under /api/v1/ and the schema."""
+
+
+class ApiRootView(APIView):
+    """Links to every resource of the API, its token endpoint, schema and documentation."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["api"],
+        summary="List the API's entry points",
+        responses={200: inline_serializer("ApiRoot", {k: fields.URLField() for k in API_ENTRY_POINTS})},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {key: request.build_absolute_uri(reverse(name)) for key, name in API_ENTRY_POINTS.items()}
+        )

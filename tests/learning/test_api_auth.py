@@ -61,7 +61,7 @@ def test_a_bad_token_is_refused(birds):
     response = client.get("/api/v1/domains/")
 
     # then it is told its token is bad, rather than served as anonymous
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
     assert "token" in response.json()["detail"].lower()
 
 
@@ -87,5 +87,29 @@ def test_api_root_lists_the_resources(api_client):
 
     # then it links every resource under /api/v1/ (not the pages of the same names)
     assert response.status_code == 200
-    assert set(response.json()) >= {"domains", "task-specs", "models", "evaluations"}
-    assert response.json()["domains"].endswith("/api/v1/domains/")
+    links = response.json()
+    assert set(links) >= {"domains", "task-specs", "models", "evaluations", "jobs", "transfer-matrix"}
+    assert links["domains"].endswith("/api/v1/domains/") and links["jobs"].endswith("/api/v1/jobs/")
+    assert links["auth-token"].endswith("/api/v1/auth/token/")
+    # and each link answers (jobs ask who is asking: 401 to an anonymous client)
+    for key, url in links.items():
+        status = api_client.get(url).status_code
+        assert status == (401 if key == "jobs" else 405 if key == "auth-token" else 200), (key, status)
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        ("/api/v1/domains/nowhere/", "no domain nowhere"),
+        ("/api/v1/task-specs/999/", "no task spec 999"),
+        ("/api/v1/models/999/", "no model 999"),
+        ("/api/v1/evaluations/999/", "no evaluation 999"),
+        ("/api/v1/jobs/999/", "no job 999"),
+    ],
+)
+def test_a_404_names_the_resource_not_the_class_behind_it(user_client, url, detail):
+    # given a key that names nothing / when it is read
+    response = user_client.get(url)
+    # then the 404 says what was missing in the API's words
+    assert response.status_code == 404
+    assert response.json() == {"detail": detail}

@@ -561,3 +561,10 @@ def test_pages_reference_no_external_urls(client, user, catalog):
         external = [ref for ref in refs if re.match(r"\s*(https?:)?//", ref, re.I)]
         assert external == [], url
         assert "/static/css/metakb.css" in html
+
+
+def test_favicon_ico_leads_to_the_site_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("/static/favicon.svg")
+    icon = client.get(response["Location"])
+    assert icon.status_code == 200 and icon["Content-Type"].startswith("image/svg")
