@@ -314,7 +314,10 @@ def job_cancel(*, job: Job) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.is_final:
-            raise InvalidInput(f"job {job.pk} has already {job.status}", field="status")
+            raise InvalidInput(
+                f"job {job.pk} has already ended ({job.get_status_display().lower()}); nothing to cancel",
+                field="status",
+            )
         job.cancel_requested = True
         fields = ["cancel_requested"]
         if job.status == Job.Status.QUEUED:

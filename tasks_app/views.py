@@ -37,7 +37,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
         except InvalidInput as err:
             form.add_error(err.field if err.field in form.fields else None, err.message)
         else:
-            messages.success(request, f"Job {job.pk} is queued.")
+            messages.success(request, f"Job {job.pk} launched: it starts when a worker is free.")
             return redirect("job-detail", pk=job.pk)
     return render(request, "tasks_app/job_form.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -62,7 +62,7 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
         except InvalidInput as err:
             form.add_error(err.field if err.field in form.fields else None, err.message)
         else:
-            messages.success(request, f"Job {job.pk} is queued.")
+            messages.success(request, f"Job {job.pk} launched: it starts when a worker is free.")
             return redirect("job-detail", pk=job.pk)
     return render(request, "tasks_app/transfer_form.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -79,7 +79,7 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, pk=pk)
     try:
         services.job_cancel(job=job)
-        messages.info(request, f"Job {job.pk} is stopping.")
+        messages.info(request, f"Cancel requested for job {job.pk}: a running job stops after its current step.")
     except InvalidInput as err:
         messages.error(request, err.message)
     return redirect("job-detail", pk=job.pk)

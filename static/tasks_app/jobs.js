@@ -56,9 +56,34 @@
       points.forEach((p) => Object.keys(p).forEach((k) => { if (k !== "step" && typeof p[k] === "number") names.add(k); }));
       return [...names];
     }
+    // The chart's numbers for screen readers and copying: one row per point, one column per series.
+    function fillTable(history, names) {
+      const table = document.getElementById("chart-table");
+      if (!table) return;
+      const head = document.createElement("tr");
+      ["step", ...names].forEach((name) => { const th = document.createElement("th"); th.textContent = name; head.append(th); });
+      table.tHead.replaceChildren(head);
+      table.tBodies[0].replaceChildren(...history.map((p) => {
+        const tr = document.createElement("tr");
+        [p.step, ...names.map((n) => (typeof p[n] === "number" ? p[n].toFixed(4) : "—"))].forEach((v) => {
+          const td = document.createElement("td");
+          td.className = "num";
+          td.textContent = v;
+          tr.append(td);
+        });
+        return tr;
+      }));
+    }
     function drawChart(history) {
-      if (!window.Chart || !chartEl) return;
+      if (!chartEl) return;
       const names = seriesNames(history);
+      // A job that ends before its first step has nothing to draw: say so, not an empty 0-1 plot.
+      const empty = history.length === 0;
+      chartEl.hidden = empty;
+      const emptyNote = document.querySelector("[data-chart-empty]");
+      if (emptyNote) emptyNote.hidden = !empty || !["succeeded", "failed", "cancelled"].includes(lastStatus);
+      fillTable(history, names);
+      if (!window.Chart || empty) return;
       const datasets = names.map((name) => ({
         label: name,
         data: history.filter((p) => typeof p[name] === "number").map((p) => ({ x: p.step, y: p[name] })),
@@ -82,9 +107,12 @@
     let history = snapshot.history || [];
     const startedFinal = ["succeeded", "failed", "cancelled"].includes(snapshot.status);
 
+    let lastStatus = snapshot.status;
     function render(job) {
       if (job.seq !== undefined && job.seq < seq) return;  // an older event than what we show
       seq = job.seq;
+      lastStatus = job.status;
+      if (job.attempts) setText(document, "[data-attempts]", ` · attempt ${job.attempts}`);
       setProgress(detail, job);
       setText(detail, "[data-step]", job.step);
       setText(detail, "[data-total]", job.total);
