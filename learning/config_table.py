@@ -3,7 +3,7 @@
 A job's engine config or a model's hyperparameters nest sections (``task``, ``model``)
 and hold class lists of a hundred indices. :func:`config_rows` flattens them to dotted
 keys (``task.n_way``), summarizes a long list as a count and ranges ("70 classes:
-0–59, 64–73") with the whole list kept for a reader who expands it, and marks each
+0-59, 64-73") with the whole list kept for a reader who expands it, and marks each
 value that equals the algorithm's default. An optional setting that was never set
 (``None`` where the default is ``None`` too) is left out rather than shown as a dash.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from learning.engine.algorithms import validate_config
 from learning.engine.config import ConfigError
+from learning.templatetags.catalog import number
 
 SUMMARIZE_OVER = 8
 """Lists longer than this are shown as a count and ranges."""
@@ -74,11 +75,13 @@ def _shown(key: str, value: Any) -> tuple[str, str | None]:
         return f"{len(value)} {noun}: {', '.join(str(v) for v in value[:3])}, …", full
     if isinstance(value, str):
         return value, None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number(value), None  # as every number on the pages: 2,000 and 0.001
     return json.dumps(value), None
 
 
 def _ranges(values: Sequence[int]) -> str:
-    """``0, 1, 2, 5, 7, 8`` as ``0–2, 5, 7–8`` (sorted, duplicates once)."""
+    """``0, 1, 2, 5, 7, 8`` as ``0-2, 5, 7-8`` (sorted, duplicates once)."""
     ordered = sorted(set(values))
     parts: list[str] = []
     start = prev = ordered[0]
@@ -86,7 +89,7 @@ def _ranges(values: Sequence[int]) -> str:
         if v is not None and v == prev + 1:
             prev = v
             continue
-        parts.append(str(start) if start == prev else f"{start}–{prev}")
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
         if v is not None:
             start = prev = v
     return ", ".join(parts)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from learning import heavy_work, predict_page, selectors
 from learning.artifacts import artifact_storage
+from learning.config_table import config_rows, engine_defaults
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
 from learning.models import MetaModel, SourceDomain, Visibility
@@ -170,6 +171,10 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "trained_on": selectors.domain_list(user=user).filter(models=model),
             "task_spec": selectors.task_spec_list(user=user).filter(pk=model.task_spec_id).first(),
             "evaluations": selectors.evaluation_list(user=user).filter(model=model),
+            "hyperparameter_rows": config_rows(
+                model.hyperparameters,
+                engine_defaults(model.algorithm, model.hyperparameters.get("domain", "image")),
+            ),
             # The job that trained it (jobs are their owner's to see).
             "source_job": model.jobs.visible_to(user).filter(kind="meta_train").first(),
         },

@@ -11,16 +11,31 @@ from django.views.decorators.http import require_POST
 
 from learning import selectors as catalog
 from learning.algorithms import image_model_algorithms
+from learning.config_table import config_rows, engine_defaults
 from learning.errors import InvalidInput
 from learning.models import SourceDomain
 from tasks_app import selectors, services
-from tasks_app.forms import MetaTrainForm, TransferForm
+from tasks_app.forms import MetaTrainForm, SettingsMixin, TransferForm
+from tasks_app.models import Job
+from tasks_app.rerun import Rerun, job_rerun
 
 
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.job_list(user=request.user), 25).get_page(request.GET.get("page"))
     return render(request, "tasks_app/job_list.html", {"page": page, "jobs": page.object_list})
+
+
+def _prefill(request: HttpRequest, form: SettingsMixin, kind: str) -> Rerun | None:
+    """Fill an unbound form from the job named by ``?rerun=<id>`` (one of ``kind`` the user may see)."""
+    pk = request.GET.get("rerun", "")
+    if request.method != "GET" or not pk.isdigit():
+        return None
+    rerun = job_rerun(selectors.job_get(user=request.user, pk=int(pk)), set(form.setting_names))
+    if rerun is None or rerun.kind != kind:
+        return None
+    form.initial.update(rerun.initial)
+    return rerun
 
 
 @login_required
@@ -31,6 +46,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
     }
     initial = {"domain": request.GET.get("domain", "")}
     form = MetaTrainForm(request.POST or None, initial=initial, **choices)
+    rerun = _prefill(request, form, "meta_train")
     if request.method == "POST" and form.is_valid():
         try:
             job = services.job_create_meta_train(owner=request.user, **form.service_arguments())
@@ -39,7 +55,9 @@ def job_launch(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Job {job.pk} launched: it starts when a worker is free.")
             return redirect("job-detail", pk=job.pk)
-    return render(request, "tasks_app/job_form.html", {"form": form}, status=400 if form.errors else 200)
+    return render(
+        request, "tasks_app/job_form.html", {"form": form, "rerun": rerun}, status=400 if form.errors else 200
+    )
 
 
 @login_required
@@ -56,6 +74,7 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
     }
     initial = {"source_model": request.GET.get("source_model", ""), "domain": request.GET.get("domain", "")}
     form = TransferForm(request.POST or None, initial=initial, **choices)
+    rerun = _prefill(request, form, "transfer")
     if request.method == "POST" and form.is_valid():
         try:
             job = services.job_create_transfer(owner=user, **form.service_arguments())
@@ -64,13 +83,23 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Job {job.pk} launched: it starts when a worker is free.")
             return redirect("job-detail", pk=job.pk)
-    return render(request, "tasks_app/transfer_form.html", {"form": form}, status=400 if form.errors else 200)
+    return render(
+        request,
+        "tasks_app/transfer_form.html",
+        {"form": form, "rerun": rerun},
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, pk=pk)
-    return render(request, "tasks_app/job_detail.html", {"job": job, "snapshot": selectors.job_snapshot(job)})
+    context = {"job": job, "snapshot": selectors.job_snapshot(job), "rerun": job_rerun(job)}
+    if job.kind != Job.Kind.IMPORT:
+        engine = job.config["engine"]
+        defaults = engine_defaults(job.config["algorithm"], engine.get("domain", "image"))
+        context["config_rows"] = config_rows(engine, defaults)
+    return render(request, "tasks_app/job_detail.html", context)
 
 
 @login_required
@@ -79,7 +108,9 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, pk=pk)
     try:
         services.job_cancel(job=job)
-        messages.info(request, f"Cancel requested for job {job.pk}: a running job stops after its current step.")
+        messages.info(
+            request, f"Cancel requested for job {job.pk}: a running job stops after its current step."
+        )
     except InvalidInput as err:
         messages.error(request, err.message)
     return redirect("job-detail", pk=job.pk)

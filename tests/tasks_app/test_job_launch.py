@@ -124,7 +124,7 @@ def test_cancelling_a_queued_job_is_immediate_and_final(user_client, digits):
 
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     again = user_client.post(f"/api/v1/jobs/{job_id}/cancel/")
-    assert again.status_code == 400 and "already cancelled" in again.json()["status"][0]
+    assert again.status_code == 400 and "already ended (cancelled)" in again.json()["status"][0]
 
 
 def _form(**overrides):
