@@ -75,13 +75,13 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
     user = request.user
     domain = selectors.domain_get(user=user, slug=slug)
-    thumbnails = list(enumerate(domain.classes[:THUMBNAILS_SHOWN])) if domain.is_image else []
+    classes = Paginator(list(enumerate(domain.classes)) if domain.is_image else [], THUMBNAILS_SHOWN)
     return render(
         request,
         "learning/domain_detail.html",
         {
             "domain": domain,
-            "thumbnails": thumbnails,
+            "thumbnails": classes.get_page(request.GET.get("page")),
             "task_specs": selectors.task_spec_list(user=user).filter(domain=domain),
             "models": _with_visible_domains(
                 selectors.metamodel_list(user=user).filter(trained_on=domain), user

@@ -568,3 +568,19 @@ def test_favicon_ico_leads_to_the_site_icon(client):
     assert response.status_code == 301 and response["Location"].endswith("/static/favicon.svg")
     icon = client.get(response["Location"])
     assert icon.status_code == 200 and icon["Content-Type"].startswith("image/svg")
+
+
+def test_a_domain_with_many_classes_pages_through_all_of_them(client):
+    from tests.learning.factories import image_domain
+
+    domain = image_domain(name="Many", classes={f"class{i:03d}": 2 for i in range(60)})
+
+    first = client.get(reverse("domain-detail", args=[domain.slug])).content.decode()
+    second = client.get(reverse("domain-detail", args=[domain.slug]), {"page": 2}).content.decode()
+
+    assert "Classes 1-48 of 60" in first and "class047" in first and "class048" not in first
+    assert 'rel="next"' in first
+    assert "Classes 49-60 of 60" in second and "class048" in second and "class059" in second
+    # the thumbnails of page 2 are of the classes listed there, not of the first ones again
+    assert reverse("domain-thumbnail", args=[domain.slug, 59]) in second
+    assert reverse("domain-thumbnail", args=[domain.slug, 0]) not in second
