@@ -48,6 +48,9 @@ class JobProgressRecorder:
             return
         self._last_write, self._held = now, None
         point = {"step": event["step"], "loss": event.get("loss"), **(event.get("metrics") or {})}
+        if "run_step" in event:
+            # A job of several runs (transfer, then its baseline): the chart draws each on its own.
+            point.update(phase=self.phase, run_step=event["run_step"])
         if event["step"] != self._last_step_written:
             # A resumed run repeats the steps after its checkpoint: their new points replace the old.
             earlier = [p for p in self.history if p["step"] < event["step"]]

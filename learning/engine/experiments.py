@@ -171,11 +171,14 @@ def _trained_event(result: TrainResult, step: int, total: int) -> dict[str, Any]
 def _train_run(
     config: Mapping[str, Any], data: object, hooks: Hooks, *, phase: str, run: str, offset: int, total: int
 ) -> TrainResult:
-    """One training run whose events are reported as ``phase``, ``offset`` steps into ``total``."""
+    """One training run whose events are reported as ``phase``, ``offset`` steps into ``total``
+    (``run_step`` keeps the run's own step, so the runs of a comparison can be drawn side by side)."""
 
     def on_progress(event: dict[str, Any]) -> None:
         if hooks.on_progress is not None:
-            hooks.on_progress(phase, {**event, "step": event["step"] + offset, "total": total})
+            hooks.on_progress(
+                phase, {**event, "step": event["step"] + offset, "run_step": event["step"], "total": total}
+            )
 
     return train(
         config,

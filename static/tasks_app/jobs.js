@@ -51,21 +51,41 @@
     let chart = null;
     const chartEl = document.getElementById("chart");
 
+    const NOT_SERIES = new Set(["step", "run_step", "phase"]);
     function seriesNames(points) {
       const names = new Set();
-      points.forEach((p) => Object.keys(p).forEach((k) => { if (k !== "step" && typeof p[k] === "number") names.add(k); }));
+      points.forEach((p) => Object.keys(p).forEach((k) => { if (!NOT_SERIES.has(k) && typeof p[k] === "number") names.add(k); }));
       return [...names];
+    }
+    // A job of several runs (a transfer and its from-scratch baseline) draws one line per run
+    // and metric, each against the run's own step, so the two can be compared point by point.
+    function chartSeries(history, names) {
+      const phases = [...new Set(history.map((p) => p.phase).filter(Boolean))];
+      const runs = phases.length > 1 ? phases : [null];
+      return runs.flatMap((phase) => names.map((name) => {
+        const points = history.filter((p) => typeof p[name] === "number" && (phase === null || p.phase === phase));
+        return {
+          label: phase === null ? name : `${name} (${phase})`,
+          data: points.map((p) => ({ x: phase === null ? p.step : p.run_step, y: p[name] })),
+          yAxisID: name === "loss" ? "loss" : "metric",
+          borderDash: phase === "baseline" ? [6, 4] : undefined,
+          borderWidth: 2, pointRadius: 0, tension: 0.2,
+        };
+      })).filter((set) => set.data.length);
     }
     // The chart's numbers for screen readers and copying: one row per point, one column per series.
     function fillTable(history, names) {
       const table = document.getElementById("chart-table");
       if (!table) return;
       const head = document.createElement("tr");
-      ["step", ...names].forEach((name) => { const th = document.createElement("th"); th.textContent = name; head.append(th); });
+      const phased = history.some((p) => p.phase);
+      const columns = phased ? ["run", "step", ...names] : ["step", ...names];
+      columns.forEach((name) => { const th = document.createElement("th"); th.textContent = name; head.append(th); });
       table.tHead.replaceChildren(head);
       table.tBodies[0].replaceChildren(...history.map((p) => {
         const tr = document.createElement("tr");
-        [p.step, ...names.map((n) => (typeof p[n] === "number" ? p[n].toFixed(4) : "—"))].forEach((v) => {
+        const values = names.map((n) => (typeof p[n] === "number" ? p[n].toFixed(4) : "—"));
+        (phased ? [p.phase || "", p.run_step ?? p.step, ...values] : [p.step, ...values]).forEach((v) => {
           const td = document.createElement("td");
           td.className = "num";
           td.textContent = v;
@@ -84,12 +104,7 @@
       if (emptyNote) emptyNote.hidden = !empty || !["succeeded", "failed", "cancelled"].includes(lastStatus);
       fillTable(history, names);
       if (!window.Chart || empty) return;
-      const datasets = names.map((name) => ({
-        label: name,
-        data: history.filter((p) => typeof p[name] === "number").map((p) => ({ x: p.step, y: p[name] })),
-        yAxisID: name === "loss" ? "loss" : "metric",
-        borderWidth: 2, pointRadius: 0, tension: 0.2,
-      }));
+      const datasets = chartSeries(history, names);
       if (chart) { chart.data.datasets = datasets; chart.update("none"); return; }
       chart = new window.Chart(chartEl, {
         type: "line",

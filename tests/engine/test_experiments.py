@@ -127,6 +127,14 @@ def test_transfer_and_compare_trains_the_baseline_and_pairs_it_at_every_shot_cou
     assert recorder.phases() == ["transferring", "baseline", "evaluating"]
     steps = [e["step"] for phase, e in recorder.events if "step" in e]
     assert steps[-1] == 6 and all(e["total"] == 6 for _, e in recorder.events if "step" in e)
+    # each run also reports its own step, so the two curves can be drawn against the same axis
+    run_steps = {
+        phase: [e["run_step"] for p, e in recorder.events if p == phase]
+        for phase in ("transferring", "baseline")
+    }
+    assert run_steps["transferring"][-1] == run_steps["baseline"][-1] == 3
+    # and without a penalty, fine-tuning's loss is its cross-entropy: one curve, not two equal ones
+    assert all("cross_entropy" not in e["metrics"] for _, e in recorder.events if "step" in e)
     assert set(recorder.stores) == {"transfer", "scratch"}
     done = [e for phase, e in recorder.events if "done" in e]
     assert done[-1]["done"] == done[-1]["total"] == 2 * 2 * 30

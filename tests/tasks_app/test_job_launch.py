@@ -229,3 +229,10 @@ def test_the_transfer_form_shows_errors_beside_fields_and_creates_nothing(client
     assert response.status_code == 400
     assert any("n_way is 9" in e for e in response.context["form"].errors["n_way"])
     assert Job.objects.count() == 0 and TaskSpec.objects.count() == 0
+
+
+def test_the_transfer_form_offers_l2sp_for_fine_tuning_only(client, user, digits):
+    client.force_login(user)
+    form = client.get(reverse("job-transfer")).context["form"]
+    assert form["l2sp"].label == "L2-SP weight"
+    assert form.fields["l2sp"].widget.attrs["data-algorithms"] == "finetune"

@@ -43,6 +43,22 @@ def test_the_recorder_writes_at_most_every_interval_but_always_the_last_step(job
     assert [p["step"] for p in job.history] == [1, 1000]
 
 
+def test_each_run_of_a_comparison_keeps_its_phase_and_own_step_in_the_history(job):
+    # given a transfer's two runs of 3 steps, reported on one 6-step progress bar
+    recorder = JobProgressRecorder(job, min_interval=0)
+    for phase, offset in (("transferring", 0), ("baseline", 3)):
+        recorder.phase = phase
+        for run_step in (1, 2, 3):
+            recorder({"step": offset + run_step, "run_step": run_step, "total": 6, "loss": 1.0})
+
+    # then each point says which run it belongs to and at which of its own steps
+    job.refresh_from_db()
+    assert [(p["phase"], p["run_step"], p["step"]) for p in job.history] == [
+        ("transferring", 1, 1), ("transferring", 2, 2), ("transferring", 3, 3),
+        ("baseline", 1, 4), ("baseline", 2, 5), ("baseline", 3, 6),
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_long_history_is_thinned_not_truncated(job):
     # given more events than the history keeps / when each is written

@@ -123,7 +123,7 @@ METHODS: dict[str, tuple[Any, type, str]] = {
     "instance": (
         train_instance,
         InstanceConfig,
-        "Instance transfer: reweighted source examples with the target's",
+        "Instance transfer: target plus reweighted source examples",
     ),
     "rkd": (train_rkd, RKDConfig, "Relational-knowledge transfer: distill the source's relations (RKD)"),
 }

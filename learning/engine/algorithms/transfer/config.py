@@ -61,9 +61,21 @@ class FinetuneConfig(ScratchConfig):
     """Parameter transfer: fine-tune the source, optionally pulled toward it (L2-SP, Li et al. 2018)."""
 
     l2sp: float = param(
-        0.0, minimum=0.0, maximum=1e6, help="weight of the backbone's L2 distance to the source"
+        0.0,
+        minimum=0.0,
+        maximum=1e6,
+        help="weight of the backbone's L2 distance to the source (0: plain fine-tuning)",
+        label="L2-SP weight",
+        form=True,
     )
-    l2sp_beta: float = param(0.0, minimum=0.0, maximum=1e6, help="weight of L2 on the new head")
+    l2sp_beta: float = param(
+        0.0,
+        minimum=0.0,
+        maximum=1e6,
+        help="weight of L2 on the new head",
+        label="L2-SP head weight",
+        form=True,
+    )
 
     def check(self) -> None:
         if self.l2sp > 0 and self.layers == "head":

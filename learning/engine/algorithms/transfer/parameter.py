@@ -94,7 +94,8 @@ def train_parameter(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics["cross_entropy"] = float(ce.detach())
+        if alpha > 0 or beta > 0:
+            metrics["cross_entropy"] = float(ce.detach())  # the loss without its penalties
         return StepOutput(loss=float(loss.detach()), metrics=metrics)
 
     return run_transfer(
