@@ -95,3 +95,35 @@ def test_someone_elses_job_cannot_be_rerun(client, stranger, user_client, digits
     job_id = user_client.post("/api/v1/jobs/", MAML, format="json").json()["id"]
     client.force_login(stranger)
     assert client.get(reverse("job-launch"), {"rerun": job_id}).status_code == 404
+
+
+def test_a_transfer_job_names_its_source_and_reruns_through_the_transfer_form(
+    client, user, user_client, digits
+):
+    from learning.services.models import metamodel_register
+    from tests.weights import model_weights
+
+    source = metamodel_register(
+        name="src", algorithm="protonet", architecture="conv4", weights=model_weights()
+    )
+    body = {
+        "kind": "transfer",
+        "source_model": source.pk,
+        "domain": "digits",
+        "method": "finetune",
+        "task": {"n_way": 3, "query_size": 5},
+        "hyperparameters": {"steps": 10, "l2sp": 0.5},
+    }
+    response = user_client.post("/api/v1/jobs/", body, format="json")
+    assert response.status_code == 201, response.json()
+    job_id = response.json()["id"]
+    client.force_login(user)
+
+    html = client.get(reverse("job-detail", args=[job_id])).content.decode()
+    assert 'id="source-model-link"' in html and f'href="/models/{source.pk}/"' in html
+    assert f'href="{reverse("job-transfer")}?rerun={job_id}"' in html
+
+    form = client.get(reverse("job-transfer"), {"rerun": job_id}).context["form"]
+    assert form["source_model"].value() == str(source.pk) and form["method"].value() == "finetune"
+    assert form["l2sp"].value() == 0.5 and form["steps"].value() == 10
+    assert "--source-model" in job_rerun(Job.objects.get(pk=job_id)).command
