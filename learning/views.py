@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from learning import heavy_work, predict_page, selectors
 from learning.artifacts import artifact_storage
 from learning.config_table import config_rows, engine_defaults
+from learning.downloads import card_response, weights_response
 from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
 from learning.models import MetaModel, SourceDomain, Visibility
@@ -179,6 +180,16 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "source_job": model.jobs.visible_to(user).filter(kind="meta_train").first(),
         },
     )
+
+
+@require_GET
+def model_weights(request: HttpRequest, pk: int) -> FileResponse:
+    return weights_response(selectors.metamodel_get(user=request.user, pk=pk))
+
+
+@require_GET
+def model_card(request: HttpRequest, pk: int) -> HttpResponse:
+    return card_response(request, selectors.metamodel_get(user=request.user, pk=pk))
 
 
 @require_http_methods(["GET", "POST"])

@@ -9,7 +9,9 @@ from tasks_app.models import Job
 
 
 def job_list(*, user) -> QuerySet[Job]:
-    return Job.objects.visible_to(user).select_related("domain", "task_spec", "result_model", "source_model", "owner")
+    return Job.objects.visible_to(user).select_related(
+        "domain", "task_spec", "result_model", "source_model", "owner"
+    )
 
 
 def job_get(*, user, pk: int) -> Job:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -35,6 +36,7 @@ from learning import heavy_work, selectors
 from learning.api import filtersets, serializers
 from learning.api.errors import DepthSafeJSONParser
 from learning.api.predict import predict_response, predict_schema
+from learning.downloads import card_response, weights_response
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
 from learning.services.domains import domain_import
@@ -243,6 +245,22 @@ class MetaModelViewSet(CatalogViewSet):
     def predict(self, request: Request, pk: str | None = None) -> Response:
         """Read-only, so anyone who may see the model may ask; ``learning.api.predict`` answers."""
         return predict_response(request, self.get_object())
+
+    @extend_schema(
+        summary="Download the model's weights (safetensors)",
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="the safetensors file")},
+    )
+    @action(detail=True, methods=["get"])
+    def weights(self, request: Request, pk: str | None = None) -> HttpResponse:
+        return weights_response(self.get_object())
+
+    @extend_schema(
+        summary="Download the model card (markdown): data, config, evaluations, lineage, commands",
+        responses={(200, "text/markdown"): OpenApiResponse(description="the model card")},
+    )
+    @action(detail=True, methods=["get"])
+    def card(self, request: Request, pk: str | None = None) -> HttpResponse:
+        return card_response(request, self.get_object())
 
 
 @extend_schema_view(
