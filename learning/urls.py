@@ -17,6 +17,7 @@ urlpatterns = [
     path("models/<int:pk>/card.md", views.model_card, name="model-card"),
     path("task-specs/", views.task_spec_list, name="taskspec-list"),
     path("task-specs/<int:pk>/", views.task_spec_detail, name="taskspec-detail"),
+    path("compare/", views.compare, name="compare"),
     path("transfer/", views.transfer_matrix, name="transfer-matrix"),
     path("transfer/recommend/", views.transfer_recommend, name="transfer-recommend"),
 ]

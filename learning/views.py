@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from learning import heavy_work, predict_page, selectors
 from learning.artifacts import artifact_storage
+from learning.compare import comparison
 from learning.config_table import config_rows, engine_defaults
 from learning.downloads import card_response, weights_response
 from learning.errors import InvalidInput
@@ -276,3 +277,15 @@ def transfer_recommend(request: HttpRequest) -> HttpResponse:
         {"targets": targets, "selected": slug, "ranking": ranking, "error": error},
         status=400 if error else 200,
     )
+
+
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    """Two or more models or jobs side by side: curves, config diff, evaluations with CIs."""
+    try:
+        result = comparison(
+            user=request.user, model_ids=request.GET.getlist("model"), job_ids=request.GET.getlist("job")
+        )
+    except InvalidInput as err:
+        return render(request, "learning/compare.html", {"error": err.message}, status=400)
+    return render(request, "learning/compare.html", {"comparison": result, "curves": result.curves()})
