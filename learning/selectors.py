@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
+from tasks_app.models import Job
 
 
 def domain_list(*, user) -> QuerySet[SourceDomain]:
@@ -55,6 +56,44 @@ def metamodel_lineage(*, user, model: MetaModel) -> list[MetaModel]:
         chain.append(parent)
         current = parent
     return chain
+
+
+@dataclass
+class LineageStep:
+    """One model of a lineage with what it was made from: domains, task spec, the job that trained it."""
+
+    model: MetaModel
+    domains: list[SourceDomain]
+    task_spec: TaskSpec | None
+    job_id: int | None
+    is_self: bool
+
+
+def metamodel_lineage_graph(*, user, model: MetaModel) -> list[LineageStep]:
+    """The visible chain from the oldest ancestor to ``model``, each with its data, spec and job.
+
+    Only what ``user`` may see is named: a private domain or spec is left out of its step,
+    and jobs are their owner's to see.
+    """
+    chain = [*reversed(metamodel_lineage(user=user, model=model)), model]
+    domains = domain_list(user=user)
+    specs = task_spec_list(user=user)
+    jobs = dict(
+        Job.objects.visible_to(user)
+        .filter(result_model__in=chain)
+        .order_by("pk")
+        .values_list("result_model_id", "pk")
+    )
+    return [
+        LineageStep(
+            model=m,
+            domains=list(domains.filter(models=m)),
+            task_spec=specs.filter(pk=m.task_spec_id).first(),
+            job_id=jobs.get(m.pk),
+            is_self=m.pk == model.pk,
+        )
+        for m in chain
+    ]
 
 
 def evaluation_list(*, user) -> QuerySet[Evaluation]:

@@ -169,6 +169,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "model": model,
             "lineage": selectors.metamodel_lineage(user=user, model=model),
+            "lineage_graph": selectors.metamodel_lineage_graph(user=user, model=model),
             "children": _with_visible_domains(selectors.metamodel_list(user=user).filter(parent=model), user),
             "trained_on": selectors.domain_list(user=user).filter(models=model),
             "task_spec": selectors.task_spec_list(user=user).filter(pk=model.task_spec_id).first(),
