@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from learning.models import MetaModel, SourceDomain, Visibility
 
@@ -38,16 +38,37 @@ class DomainFilterForm(forms.Form):
 
 
 class ModelFilterForm(forms.Form):
-    """Search by name or description, and filter by algorithm, architecture and training domain.
+    """Search by name or description, filter by algorithm, architecture, training domain and
+    owner, and sort by date, name or the best measured accuracy or gain.
 
     The choices come from the models the user can see, so a filter never offers a value
     that would show nothing.
     """
 
+    SORTS = {
+        "newest": ("-created_at", "-id"),
+        "oldest": ("created_at", "id"),
+        "name": ("name", "id"),
+        "accuracy": (F("best_accuracy").desc(nulls_last=True), "-id"),
+        "gain": (F("best_gain").desc(nulls_last=True), "-id"),
+    }
+    """Orders of the list; the score sorts need :func:`learning.selectors.metamodel_list_scored`."""
+
     q = forms.CharField(required=False, label="Search", max_length=200)
     algorithm = forms.ChoiceField(required=False)
     architecture = forms.ChoiceField(required=False)
     domain = forms.ChoiceField(required=False, label="Trained on")
+    owner = forms.ChoiceField(required=False)
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("newest", "Newest first"),
+            ("oldest", "Oldest first"),
+            ("name", "Name"),
+            ("accuracy", "Best accuracy"),
+            ("gain", "Best gain over scratch"),
+        ],
+    )
 
     def __init__(self, *args, models: QuerySet[MetaModel], domains: QuerySet[SourceDomain], **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +78,8 @@ class ModelFilterForm(forms.Form):
             self.fields[field].choices = _any(field, [(v, v) for v in values])
         used = domains.filter(models__in=models).distinct().order_by("name").values_list("slug", "name")
         self.fields["domain"].choices = _any("domain", list(used))
+        owners = sorted(set(ordered.exclude(owner=None).values_list("owner__username", flat=True)))
+        self.fields["owner"].choices = _any("owner", [(o, o) for o in owners])
 
     def filter(self, models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
         if not self.is_valid():
@@ -69,7 +92,9 @@ class ModelFilterForm(forms.Form):
                 models = models.filter(**{field: data[field]})
         if data["domain"]:
             models = models.filter(trained_on__slug=data["domain"]).distinct()
-        return models
+        if data["owner"]:
+            models = models.filter(owner__username=data["owner"])
+        return models.order_by(*self.SORTS[data["sort"] or "newest"])
 
 
 class DomainUploadForm(forms.Form):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import F, Max, Q, QuerySet
 from django.http import Http404
 
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
@@ -34,6 +34,21 @@ def metamodel_list(*, user) -> QuerySet[MetaModel]:
         MetaModel.objects.visible_to(user)
         .select_related("owner", "task_spec__domain", "parent")
         .prefetch_related("trained_on")
+    )
+
+
+def metamodel_list_scored(*, user) -> QuerySet[MetaModel]:
+    """:func:`metamodel_list` with ``best_accuracy`` and ``best_gain`` (over a baseline on the same
+    episodes), from the accuracy evaluations on domains the user may see; None where there are none."""
+    counted = Q(evaluations__metric=Evaluation.Metric.ACCURACY) & Q(
+        evaluations__target_domain__in=domain_list(user=user)
+    )
+    return metamodel_list(user=user).annotate(
+        best_accuracy=Max("evaluations__mean", filter=counted),
+        best_gain=Max(
+            F("evaluations__mean") - F("evaluations__baseline_mean"),
+            filter=counted & Q(evaluations__baseline_mean__isnull=False),
+        ),
     )
 
 

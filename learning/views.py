@@ -153,7 +153,7 @@ def _upload_page(request: HttpRequest, form: DomainUploadForm) -> HttpResponse:
 @require_GET
 def model_list(request: HttpRequest) -> HttpResponse:
     user = request.user
-    models = selectors.metamodel_list(user=user)
+    models = selectors.metamodel_list_scored(user=user)
     form = ModelFilterForm(request.GET, models=models, domains=selectors.domain_list(user=user))
     page = _page(request, _with_visible_domains(form.filter(models), user))
     return render(request, "learning/model_list.html", {"form": form, "page": page})

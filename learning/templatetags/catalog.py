@@ -91,3 +91,15 @@ def heat(evaluation: Evaluation) -> str:
 def visible_to(row, user) -> bool:
     """Whether ``user`` may see ``row`` (an entry or None): ``{% if ev.task_spec|visible_to:user %}``."""
     return row is not None and row.is_visible_to(user)
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (0.8123 -> 81.2%); a dash for None."""
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+@register.filter
+def signed_percent(value: float | None) -> str:
+    """A difference of fractions in percentage points, signed (0.05 -> +5.0 pts); a dash for None."""
+    return "—" if value is None else f"{100 * value:+.1f} pts"

@@ -116,3 +116,18 @@ def test_a_job_compares_by_its_engine_config_and_curve(two_models, user, user_cl
     assert result.curves()[1]["history"][-1] == {"step": 7, "loss": 1.5}
     steps = next(row for row in result.settings if row.key == "steps")
     assert steps.values == ["100", "7"] and steps.differs
+
+
+def test_the_model_list_sorts_by_best_accuracy_filters_by_owner_and_shows_scores(
+    client, two_models, stranger
+):
+    metamodel_register(
+        name="stranger's", algorithm="protonet", architecture="conv4", weights=model_weights(), owner=stranger
+    )
+
+    by_accuracy = client.get(reverse("model-list"), {"sort": "accuracy"}).content.decode()
+    assert by_accuracy.index(">fast<") < by_accuracy.index(">slow<") < by_accuracy.index(">stranger&#x27;s<")
+    assert "78.0%" in by_accuracy and "70.0%" in by_accuracy
+
+    mine = client.get(reverse("model-list"), {"owner": "ada"}).content.decode()
+    assert ">fast<" in mine and "stranger&#x27;s" not in mine
