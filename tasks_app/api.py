@@ -165,7 +165,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     filterset_class = JobFilter
     permission_classes = [permissions.IsAuthenticated]
     throttle_classes = [JobCreateThrottle]
-    ordering_fields = ["created_at", "status"]
+    ordering_fields = ["created_at", "started_at", "finished_at", "status"]
+    search_fields = ["config__model_name"]
 
     def get_queryset(self):
         return selectors.job_list(user=self.request.user).prefetch_related("result_evaluations")

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from django import forms
+from django.db.models import DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models.functions import Coalesce, Now
 
 from learning.algorithms import form_settings, meta_train_algorithms, transfer_methods
 from learning.engine.algorithms import AlgorithmEntry
 from learning.engine.params import FormParam
 from learning.models import Visibility
 from tasks_app.engine_config import MIN_EVAL_EPISODES
+from tasks_app.models import Job
 
 VISIBILITY_CHOICES = [("", "Automatic: private if the data or source is private"), *Visibility.choices]
 
@@ -180,3 +183,48 @@ class TransferForm(SettingsMixin, forms.Form):
             "model_name": data.get("model_name", ""),
             "visibility": data["visibility"] or None,
         }
+
+
+class JobFilterForm(forms.Form):
+    """Search jobs by model name and filter by status, kind, algorithm and domain; sort them."""
+
+    SORTS = {
+        "newest": ("-created_at", "-id"),
+        "oldest": ("created_at", "id"),
+        "longest": (F("duration").desc(nulls_last=True), "-id"),
+    }
+
+    q = forms.CharField(required=False, label="Search", max_length=200)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Job.Status.choices])
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *Job.Kind.choices])
+    algorithm = forms.ChoiceField(required=False)
+    domain = forms.ChoiceField(required=False)
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[("newest", "Newest first"), ("oldest", "Oldest first"), ("longest", "Longest")],
+    )
+
+    def __init__(self, *args, jobs: QuerySet[Job], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        ordered = jobs.order_by()
+        algorithms = sorted(set(filter(None, ordered.values_list("config__algorithm", flat=True))))
+        self.fields["algorithm"].choices = [("", "Any algorithm"), *((a, a) for a in algorithms)]
+        domains = sorted(set(ordered.exclude(domain=None).values_list("domain__slug", "domain__name")))
+        self.fields["domain"].choices = [("", "Any domain"), *domains]
+
+    def filter(self, jobs: QuerySet[Job]) -> QuerySet[Job]:
+        if not self.is_valid():
+            return jobs
+        data = self.cleaned_data
+        if q := data["q"].strip():
+            jobs = jobs.filter(Q(config__model_name__icontains=q) | Q(config__name__icontains=q))
+        for field, lookup in (("status", "status"), ("kind", "kind"), ("algorithm", "config__algorithm")):
+            if data[field]:
+                jobs = jobs.filter(**{lookup: data[field]})
+        if data["domain"]:
+            jobs = jobs.filter(domain__slug=data["domain"])
+        ended = Coalesce(F("finished_at"), Now())
+        jobs = jobs.annotate(
+            duration=ExpressionWrapper(ended - F("started_at"), output_field=DurationField())
+        )
+        return jobs.order_by(*self.SORTS[data["sort"] or "newest"])

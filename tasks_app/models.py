@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class JobQuerySet(models.QuerySet):
@@ -108,6 +109,13 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from start to finish (to now while running); None before it started."""
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
 
     @property
     def is_final(self) -> bool:

@@ -15,15 +15,18 @@ from learning.config_table import config_rows, engine_defaults
 from learning.errors import InvalidInput
 from learning.models import SourceDomain
 from tasks_app import selectors, services
-from tasks_app.forms import MetaTrainForm, SettingsMixin, TransferForm
+from tasks_app.forms import JobFilterForm, MetaTrainForm, SettingsMixin, TransferForm
 from tasks_app.models import Job
 from tasks_app.rerun import Rerun, job_rerun
 
 
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(selectors.job_list(user=request.user), 25).get_page(request.GET.get("page"))
-    return render(request, "tasks_app/job_list.html", {"page": page, "jobs": page.object_list})
+    jobs = selectors.job_list(user=request.user)
+    form = JobFilterForm(request.GET, jobs=jobs)
+    rows = form.filter(jobs).prefetch_related("result_evaluations")
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    return render(request, "tasks_app/job_list.html", {"form": form, "page": page, "jobs": page.object_list})
 
 
 def _prefill(request: HttpRequest, form: SettingsMixin, kind: str) -> Rerun | None:

@@ -59,10 +59,11 @@ class MetaModelFilterSet(filters.FilterSet):
     task_spec = filters.ModelChoiceFilter(queryset=_task_specs)
     parent = filters.ModelChoiceFilter(queryset=_models, help_text="The id of the source model.")
     visibility = filters.ChoiceFilter(choices=Visibility.choices)
+    owner = filters.CharFilter(field_name="owner__username", help_text="The owner's username.")
 
     class Meta:
         model = MetaModel
-        fields = ["algorithm", "architecture", "trained_on", "task_spec", "parent", "visibility"]
+        fields = ["algorithm", "architecture", "trained_on", "task_spec", "parent", "visibility", "owner"]
 
 
 class EvaluationFilterSet(filters.FilterSet):

@@ -103,3 +103,18 @@ def percent(value: float | None) -> str:
 def signed_percent(value: float | None) -> str:
     """A difference of fractions in percentage points, signed (0.05 -> +5.0 pts); a dash for None."""
     return "—" if value is None else f"{100 * value:+.1f} pts"
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """Seconds as people read them: "42 s", "3 min 05 s", "1 h 02 min"; a dash for None."""
+    if seconds is None:
+        return "—"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

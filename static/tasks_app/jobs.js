@@ -217,7 +217,9 @@
     connect("/ws/dashboard/", (msg) => {
       if (msg.type === "snapshot") msg.jobs.forEach(renderRow);
       else if (msg.type === "event") {
-        if (!table.querySelector(`tr[data-job="${msg.job.id}"]`)) location.reload();
+        // A new job appears on the unfiltered first page; a filtered list would reload for
+        // every event of a job it does not show.
+        if (!table.querySelector(`tr[data-job="${msg.job.id}"]`)) { if (!location.search) location.reload(); }
         else renderRow(msg.job);
       }
     }, document.querySelector("[data-live-state]"));
