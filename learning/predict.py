@@ -72,6 +72,9 @@ class ClassificationResult:
     probabilities: np.ndarray
     query_names: list[str]
     query_images: np.ndarray
+    support_images: np.ndarray
+    support_label_index: np.ndarray
+    """The label of each support image, as an index into ``labels``."""
 
     def as_dict(self) -> dict[str, Any]:
         """The API's response body: predictions in query order."""
@@ -90,6 +93,13 @@ class ClassificationResult:
             ],
         }
 
+    def support_gallery(self) -> list[tuple[str, list[str]]]:
+        """For the page: each label with its support images as the model saw them (PNG data URIs)."""
+        return [
+            (label, [_data_uri(img) for img in self.support_images[self.support_label_index == i]])
+            for i, label in enumerate(self.labels)
+        ]
+
     def rows(self, top: int = 3) -> list[dict[str, Any]]:
         """For the page: each query's name, thumbnail (a PNG data URI), label and top probabilities."""
         out = []
@@ -98,12 +108,16 @@ class ClassificationResult:
             out.append(
                 {
                     "name": name,
-                    "thumbnail": "data:image/png;base64," + base64.b64encode(thumbnail_png(image)).decode(),
+                    "thumbnail": _data_uri(image),
                     "label": self.labels[int(order[0])],
                     "top": [(self.labels[int(i)], float(row[i])) for i in order],
                 }
             )
         return out
+
+
+def _data_uri(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(thumbnail_png(image)).decode()
 
 
 def _images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, list[str]]:
@@ -188,7 +202,9 @@ def predict_classification(
         raise
     except engine.PredictError as exc:
         raise InvalidInput(exc.message, field=exc.field) from exc
-    return ClassificationResult(model, labels, probabilities, query_names, query_images)
+    return ClassificationResult(
+        model, labels, probabilities, query_names, query_images, support_images, np.asarray(label_index)
+    )
 
 
 # --- Regression ------------------------------------------------------------------------

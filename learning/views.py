@@ -25,6 +25,7 @@ from learning.errors import InvalidInput
 from learning.forms import DomainFilterForm, DomainUploadForm, ModelFilterForm, SignUpForm
 from learning.models import MetaModel, SourceDomain, Visibility
 from learning.recommend import recommend_sources
+from tasks_app import selectors as job_selectors
 from tasks_app.imports import domain_upload_import
 from tasks_app.models import Job
 
@@ -62,8 +63,18 @@ def home(request: HttpRequest) -> HttpResponse:
             "recent_models": selectors.metamodel_list(user=user)[:RECENT],
             "recent_evaluations": selectors.evaluation_list(user=user)[:RECENT],
             "builtin_domains": selectors.domain_list(user=user).filter(origin=SourceDomain.Origin.BUILTIN),
+            **(_dashboard(user) if user.is_authenticated else {}),
         },
     )
+
+
+def _dashboard(user) -> dict:
+    """The signed-in user's running jobs and the latest that ended, for the home page's panels."""
+    jobs = job_selectors.job_list(user=user)
+    return {
+        "active_jobs": jobs.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])[:10],
+        "ended_jobs": jobs.filter(status__in=Job.FINAL_STATUSES).order_by("-finished_at", "-id")[:6],
+    }
 
 
 @require_GET

@@ -14,6 +14,7 @@ from learning.algorithms import image_model_algorithms
 from learning.config_table import config_rows, engine_defaults
 from learning.errors import InvalidInput
 from learning.models import SourceDomain
+from learning.services.task_specs import default_split, split_summary
 from tasks_app import selectors, services
 from tasks_app.forms import JobFilterForm, MetaTrainForm, SettingsMixin, TransferForm
 from tasks_app.models import Job
@@ -50,6 +51,9 @@ def job_launch(request: HttpRequest) -> HttpResponse:
     initial = {"domain": request.GET.get("domain", "")}
     form = MetaTrainForm(request.POST or None, initial=initial, **choices)
     rerun = _prefill(request, form, "meta_train")
+    splits = {
+        d.slug: split_summary(domain=d, split=default_split(domain=d, seed=0)) for d in choices["domains"]
+    }
     if request.method == "POST" and form.is_valid():
         try:
             job = services.job_create_meta_train(owner=request.user, **form.service_arguments())
@@ -59,7 +63,15 @@ def job_launch(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Job {job.pk} launched: it starts when a worker is free.")
             return redirect("job-detail", pk=job.pk)
     return render(
-        request, "tasks_app/job_form.html", {"form": form, "rerun": rerun}, status=400 if form.errors else 200
+        request,
+        "tasks_app/job_form.html",
+        {
+            "form": form,
+            "rerun": rerun,
+            "splits": splits,
+            "split_shown": splits.get(form["domain"].value() or ""),
+        },
+        status=400 if form.errors else 200,
     )
 
 

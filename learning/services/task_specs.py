@@ -49,6 +49,22 @@ def split_classes(*, domain: SourceDomain, split: dict, part: str) -> list[int]:
     return [i for i, c in enumerate(domain.classes) if c[key] in wanted]
 
 
+def split_summary(*, domain: SourceDomain, split: dict) -> str:
+    """The split in words: "meta-train 3 groups (70 classes) · meta-val … · meta-test …"."""
+    if not domain.is_image:
+        return "train and test tasks drawn from disjoint seed streams"
+    unit = "groups" if split.get("by") == "group" else "classes"
+    parts = []
+    for part in SPLIT_PARTS:
+        units = len(split.get(part, []))
+        if not units:
+            continue
+        classes = len(split_classes(domain=domain, split=split, part=part))
+        detail = f" ({classes} classes)" if unit == "groups" else ""
+        parts.append(f"{part.replace('_', '-')} {units} {unit}{detail}")
+    return " · ".join(parts)
+
+
 def _check_split(*, domain: SourceDomain, split: dict) -> None:
     if not domain.is_image:
         if split.get("by") != "seed":

@@ -1,4 +1,5 @@
-// "Try it" page: previews of the chosen images, and "More labels" adds a row in place.
+// "Try it" page: previews of the chosen images, "More labels" adds a row in place, and a
+// prediction is asked for without leaving the page.
 // Without JavaScript the form still works: "More labels" reloads with more rows, and the
 // post shows the predictions.
 (function () {
@@ -22,6 +23,34 @@
 
   form.addEventListener("change", function (event) {
     if (event.target.hasAttribute("data-try-files")) preview(event.target);
+  });
+
+  // Submitting in place keeps the chosen files (a page reload would clear every file input):
+  // the answer's predictions and error replace the ones on the page.
+  form.addEventListener("submit", function (event) {
+    if (!window.fetch || !window.FormData || !window.DOMParser) return;
+    event.preventDefault();
+    var button = form.querySelector('button[type="submit"]');
+    if (button) { button.disabled = true; button.dataset.label = button.textContent; button.textContent = "Predicting…"; }
+    fetch(form.action || location.href, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+      .then(function (response) { return response.text(); })
+      .then(function (html) {
+        var answer = new DOMParser().parseFromString(html, "text/html");
+        var swap = function (selector, where) {
+          var fresh = answer.querySelector(selector);
+          var old = document.querySelector(selector);
+          if (old) old.remove();
+          if (fresh) where(document.importNode(fresh, true));
+        };
+        swap("[data-try-it] .form-errors", function (node) { form.prepend(node); });
+        swap("#predictions", function (node) { form.after(node); });
+        var shown = document.querySelector("#predictions") || document.querySelector("[data-try-it] .form-errors");
+        if (shown) shown.scrollIntoView({ block: "nearest" });
+      })
+      .catch(function () { form.submit(); })
+      .finally(function () {
+        if (button) { button.disabled = false; button.textContent = button.dataset.label; }
+      });
   });
 
   var add = form.querySelector("[data-try-add]");

@@ -66,7 +66,10 @@ def test_posting_the_form_shows_each_query_with_its_label_and_thumbnail(client, 
     assert response.status_code == 200
     html = response.content.decode()
     assert "Predictions" in html and "mystery-a.png" in html and "mystery-b.png" in html
-    assert html.count('src="data:image/png;base64,') == 2
+    # each query once, and the 10 support images beside them, by label, as the model saw them
+    assert html.count('src="data:image/png;base64,') == 2 + 10
+    gallery = html.split('id="support-gallery"')[1].split("</ul>")[0]
+    assert gallery.count("<img") == 10 and 'title="three"' in gallery
     assert html.count('class="prediction-label"') == 2
     assert any(f'<div class="prediction-label">{label}</div>' in html for label in LABELS)
     # and the labels she typed are still in the form, and nothing was stored

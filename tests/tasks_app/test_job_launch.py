@@ -236,3 +236,10 @@ def test_the_transfer_form_offers_l2sp_for_fine_tuning_only(client, user, digits
     form = client.get(reverse("job-transfer")).context["form"]
     assert form["l2sp"].label == "L2-SP weight"
     assert form.fields["l2sp"].widget.attrs["data-algorithms"] == "finetune"
+
+
+def test_the_launch_form_shows_the_automatic_split_before_launch(client, user, digits):
+    client.force_login(user)
+    html = client.get(reverse("job-launch"), {"domain": "digits"}).content.decode()
+    preview = html.split('id="split-preview"')[1].split("</p>")[0]
+    assert "automatic split (seed 0) is: meta-train 5 classes · meta-test 5 classes" in preview
