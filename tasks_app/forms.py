@@ -14,7 +14,8 @@ from django.db.models.functions import Coalesce, Now
 
 from learning.algorithms import form_settings, meta_train_algorithms, transfer_methods
 from learning.engine.algorithms import AlgorithmEntry
-from learning.engine.params import FormParam
+from learning.engine.config import ConfigError
+from learning.engine.params import FormParam, check_form_value
 from learning.models import Visibility
 from tasks_app.engine_config import MIN_EVAL_EPISODES
 from tasks_app.models import Job
@@ -50,8 +51,11 @@ def _setting_field(param: FormParam, initial: dict[str, object]) -> forms.Field:
 class SettingsMixin:
     """Adds a field per declared setting of the offered algorithms (empty: that algorithm's default).
 
-    Each field names the algorithms that take it in ``data-algorithms``.
+    Each field names the algorithms that take it in ``data-algorithms``; the form names its
+    algorithm field in ``chooser``, and every setting out of bounds is reported at once.
     """
+
+    chooser = "algorithm"
 
     def add_setting_fields(
         self, entries: Sequence[AlgorithmEntry], initial: dict[str, object] | None = None
@@ -68,6 +72,24 @@ class SettingsMixin:
             self.fields[name].widget.attrs["data-algorithms"] = " ".join(algorithms)
         self.setting_names = list(takes)
         self.settings_of = {name: [p.name for p in params] for name, params in settings_of.items()}
+        self.setting_params = settings_of
+
+    def check_settings(self, algorithm: str) -> None:
+        """Add an error to every setting of ``algorithm`` that is out of its bounds, all at once."""
+        for param in self.setting_params.get(algorithm, ()):
+            value = self.cleaned_data.get(param.name)
+            if value in (None, "") or param.name in self.errors:
+                continue
+            try:
+                check_form_value(param, value)
+            except ConfigError as err:
+                self.add_error(param.name, str(err))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get(self.chooser):
+            self.check_settings(data[self.chooser])
+        return data
 
     @property
     def setting_fields(self) -> list[forms.BoundField]:
@@ -135,6 +157,8 @@ class MetaTrainForm(SettingsMixin, forms.Form):
 
 
 class TransferForm(SettingsMixin, forms.Form):
+    chooser = "method"
+
     source_model = forms.ChoiceField(help_text="The knowledge-base model to transfer from.")
     domain = forms.ChoiceField(label="Target domain", help_text="The new image domain.")
     task_spec = forms.ChoiceField(required=False, help_text="A task spec of the target, or define one below.")

@@ -16,6 +16,7 @@ from learning.errors import InvalidInput
 from learning.models import SourceDomain
 from learning.services.task_specs import default_split, split_summary
 from tasks_app import selectors, services
+from tasks_app.estimates import seconds_per_task_step
 from tasks_app.forms import JobFilterForm, MetaTrainForm, SettingsMixin, TransferForm
 from tasks_app.models import Job
 from tasks_app.rerun import Rerun, job_rerun
@@ -70,6 +71,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
             "rerun": rerun,
             "splits": splits,
             "split_shown": splits.get(form["domain"].value() or ""),
+            "speeds": seconds_per_task_step(),
         },
         status=400 if form.errors else 200,
     )

@@ -334,6 +334,15 @@ class FormParam:
     spec: Param
 
 
+def check_form_value(param: FormParam, raw: Any) -> Any:
+    """``raw`` parsed and bounds-checked as ``param`` alone; raises :class:`ConfigError` naming it.
+
+    Lets a form report every out-of-range setting at once; rules that relate several
+    settings are checked when the whole config is parsed.
+    """
+    return _value(param.type, raw, param.spec, param.name)
+
+
 def form_params(cls: type) -> list[FormParam]:
     """The settings of ``cls`` declared with ``form=True``, in declaration order."""
     hints = _hints(cls)

@@ -243,3 +243,15 @@ def test_the_launch_form_shows_the_automatic_split_before_launch(client, user, d
     html = client.get(reverse("job-launch"), {"domain": "digits"}).content.decode()
     preview = html.split('id="split-preview"')[1].split("</p>")[0]
     assert "automatic split (seed 0) is: meta-train 5 classes · meta-test 5 classes" in preview
+
+
+def test_every_setting_out_of_bounds_is_named_at_once(client, user, digits):
+    client.force_login(user)
+    response = client.post(
+        reverse("job-launch"), _form(algorithm="maml", outer_lr=0, steps=0, inner_steps=500, meta_batch=1000)
+    )
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert set(errors) >= {"outer_lr", "steps", "inner_steps", "meta_batch"}
+    assert "must be > 0" in errors["outer_lr"][0] and "between 1 and 100" in errors["inner_steps"][0]
+    assert Job.objects.count() == 0

@@ -77,6 +77,9 @@ def test_launch_rerun_compare_lineage_and_downloads_at_desktop_and_phone_widths(
             expect(page.locator("#rerun-note")).to_be_visible()
             expect(page.locator("input[name=steps]")).to_have_value("30")
             expect(page.locator("input[name=inner_lr]")).to_be_hidden()  # ProtoNet has no inner loop
+            # the form says how long training will take, from the job that just finished here
+            expect(page.locator("#estimate")).to_contain_text("Training takes about")
+            expect(page.locator("#split-preview")).to_contain_text("meta-train")
             page.fill("input[name=model_name]", "walk second")
             page.fill("input[name=outer_lr]", "0.002")
             page.click("#launch")
