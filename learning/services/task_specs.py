@@ -198,29 +198,15 @@ def _task_spec_fields(
 
 @transaction.atomic
 def task_spec_create(
-    *,
-    domain: SourceDomain,
-    name: str = "",
-    split: dict | None = None,
-    n_way: int = 5,
-    k_shot: int = 1,
-    query_size: int = 15,
-    within_group: bool = False,
-    seed: int = 0,
-    owner=None,
-    visibility: str = Visibility.PUBLIC,
+    *, domain: SourceDomain, owner=None, visibility: str = Visibility.PUBLIC, **task
 ) -> TaskSpec:
-    """Validate and create a task spec; ``split`` defaults to :func:`default_split`."""
-    fields = _task_spec_fields(
-        domain=domain,
-        name=name,
-        split=split,
-        n_way=n_way,
-        k_shot=k_shot,
-        query_size=query_size,
-        within_group=within_group,
-        seed=seed,
-    )
+    """Validate and create a task spec. ``task`` holds its shape: ``name``, ``split`` (default:
+    :func:`default_split`), ``n_way``, ``k_shot``, ``query_size``, ``within_group`` and ``seed``,
+    with the defaults of :func:`_task_spec_fields`."""
+    return _create(_task_spec_fields(domain=domain, **task), owner=owner, visibility=visibility)
+
+
+def _create(fields: dict, *, owner, visibility: str) -> TaskSpec:
     spec = TaskSpec.objects.create(owner=owner, visibility=visibility, **fields)
     catalog_changed_on_commit()
     return spec
@@ -241,8 +227,4 @@ def task_spec_get_or_create(
         .order_by("pk")
         .first()
     )
-    if same is not None:
-        return same
-    spec = TaskSpec.objects.create(owner=owner, visibility=visibility, **fields)
-    catalog_changed_on_commit()
-    return spec
+    return same or _create(fields, owner=owner, visibility=visibility)

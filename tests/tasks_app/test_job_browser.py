@@ -6,27 +6,15 @@ and the model link appear. The screenshot is kept under ``test-artifacts/``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tasks_app.models import Job
 from tasks_app.services import job_cancel, job_create_meta_train
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in_and_launch
 
 pytestmark = [pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_launch_a_job_in_the_browser_and_watch_it_finish_live(processes, django_user_model, digits, settings):
@@ -50,19 +38,14 @@ def test_launch_a_job_in_the_browser_and_watch_it_finish_live(processes, django_
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         try:
             # when the user logs in and launches a small ProtoNet on the digits
-            page.goto(f"{base}/accounts/login/?next=/jobs/new/")
-            page.fill("input[name=username]", "grace")
-            page.fill("input[name=password]", "a-long-password-1")
-            page.click("button[type=submit]")
-            page.wait_for_url("**/jobs/new/")
-            page.select_option("select[name=domain]", "digits")
-            page.fill("input[name=n_way]", "5")
-            page.fill("input[name=query_size]", "5")
-            page.fill("input[name=steps]", "60")
-            page.fill("input[name=meta_batch]", "1")
-            page.fill("input[name=model_name]", "browser protonet")
-            page.click("#launch")
-            page.wait_for_url("**/jobs/*/")
+            log_in_and_launch(
+                page,
+                base,
+                username="grace",
+                password="a-long-password-1",
+                model_name="browser protonet",
+                steps=60,
+            )
 
             # then the page goes live, the bar reaches 100% and the model link appears, without a reload
             expect(page.locator("[data-live-state]")).to_have_text("Live", timeout=30_000)

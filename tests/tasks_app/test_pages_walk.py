@@ -12,7 +12,7 @@ import pytest
 
 from learning.models import MetaModel
 from tasks_app.models import Job
-from tests.tasks_app.test_job_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in_and_launch
 
 pytestmark = [pytest.mark.slow]
 
@@ -55,18 +55,9 @@ def test_launch_rerun_compare_lineage_and_downloads_at_desktop_and_phone_widths(
 
         try:
             # a small job from the form; the page tells when it ends
-            page.goto(f"{base}/accounts/login/?next=/jobs/new/")
-            page.fill("input[name=username]", "grace")
-            page.fill("input[name=password]", "a-long-password-1")
-            page.click("button[type=submit]")
-            page.wait_for_url("**/jobs/new/")
-            page.select_option("select[name=domain]", "digits")
-            page.fill("input[name=query_size]", "5")
-            page.fill("input[name=steps]", "30")
-            page.fill("input[name=meta_batch]", "1")
-            page.fill("input[name=model_name]", "walk first")
-            page.click("#launch")
-            page.wait_for_url("**/jobs/*/")
+            log_in_and_launch(
+                page, base, username="grace", password="a-long-password-1", model_name="walk first", steps=30
+            )
             expect(page.locator("[data-status]")).to_have_text("Succeeded", timeout=300_000)
             expect(page.locator("#job-notices .notice")).to_contain_text("succeeded", timeout=30_000)
             shot("job-1280")
