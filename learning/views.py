@@ -243,6 +243,14 @@ def task_spec_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "learning/taskspec_detail.html",
         {
             "spec": spec,
+            "split_parts": [
+                (label, spec.split.get(part, []))
+                for label, part in (
+                    ("Meta-train", "meta_train"),
+                    ("Meta-val", "meta_val"),
+                    ("Meta-test", "meta_test"),
+                )
+            ],
             "models": _with_visible_domains(selectors.metamodel_list(user=user).filter(task_spec=spec), user),
             "evaluations": selectors.evaluation_list(user=user).filter(task_spec=spec),
         },

@@ -584,3 +584,16 @@ def test_a_domain_with_many_classes_pages_through_all_of_them(client):
     # the thumbnails of page 2 are of the classes listed there, not of the first ones again
     assert reverse("domain-thumbnail", args=[domain.slug, 59]) in second
     assert reverse("domain-thumbnail", args=[domain.slug, 0]) not in second
+
+
+def test_a_task_spec_page_lists_every_class_of_its_split(client):
+    from tests.learning.factories import image_domain
+
+    domain = image_domain(name="Thirty", classes={f"glyph{i:02d}": 2 for i in range(30)})
+    spec = task_spec_create(domain=domain, n_way=2, k_shot=1, query_size=1)
+
+    html = client.get(reverse("taskspec-detail", args=[spec.pk])).content.decode()
+
+    for name in spec.split["meta_train"] + spec.split["meta_test"]:
+        assert name in html
+    assert f"<summary>{len(spec.split['meta_train'])}: " in html

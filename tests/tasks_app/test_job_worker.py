@@ -92,6 +92,7 @@ def test_cancel_stops_a_running_job_within_two_seconds(processes, user_client, d
     wait_for(lambda: (job.refresh_from_db() or job.step) > 0, timeout=180, message=processes.logs())
 
     # when the user cancels it
+    step_before = job.step
     started = time.monotonic()
     assert user_client.post(f"/api/v1/jobs/{job.pk}/cancel/").status_code == 200
 
@@ -99,3 +100,6 @@ def test_cancel_stops_a_running_job_within_two_seconds(processes, user_client, d
     wait_for(lambda: _status(job) == "cancelled", timeout=10, interval=0.05, message=processes.logs())
     assert time.monotonic() - started <= 2.0
     assert job.result_model_id is None and MetaModel.objects.count() == 0
+    # and it keeps the steps it did: "3 / 100000", not "0 / 100000" (the last throttled event is written)
+    job.refresh_from_db()
+    assert job.step >= step_before > 0 and job.history[-1]["step"] == job.step

@@ -119,6 +119,12 @@ def test_launch_rerun_compare_lineage_and_downloads_at_desktop_and_phone_widths(
                 ("compare", f"/compare/?job={first.pk}&job={second.pk}"),
                 ("launch", f"/jobs/new/?rerun={first.pk}"),
                 ("domain", "/domains/digits/"),
+                ("domains", "/domains/"),
+                ("task-specs", "/task-specs/"),
+                ("transfer-matrix", "/transfer/"),
+                ("recommend", "/transfer/recommend/"),
+                ("transfer-form", "/jobs/transfer/"),
+                ("try", f"/models/{model.pk}/try/"),
             ):
                 page.goto(f"{base}{path}")
                 _fits(page)
