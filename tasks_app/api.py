@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import django_filters
+from django.http import HttpResponse
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -18,6 +19,7 @@ from learning.errors import InvalidInput
 from learning.models import Visibility
 from learning.throttles import JobCreateThrottle
 from tasks_app import selectors, services
+from tasks_app.checkpoints import checkpoint_download
 from tasks_app.engine_config import MIN_EVAL_EPISODES
 from tasks_app.models import Job
 
@@ -223,6 +225,15 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def cancel(self, request: Request, pk: str) -> Response:
         job = services.job_cancel(job=self.get_object())
         return Response(JobSerializer(job).data)
+
+    @extend_schema(
+        summary="Download the job's newest checkpoint (safetensors)",
+        parameters=[OpenApiParameter("run", str, description="transfer jobs: transfer (default) or scratch")],
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="the checkpoint")},
+    )
+    @action(detail=True, methods=["get"])
+    def checkpoint(self, request: Request, pk: str) -> HttpResponse:
+        return checkpoint_download(self.get_object(), request.query_params.get("run"))
 
 
 router = SimpleRouter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from django.http import Http404, HttpResponse
+
 from learning.artifacts import artifact_read, artifact_save, artifact_storage, artifacts_delete
 from learning.engine.checkpoints import is_whole_blob
 
@@ -62,3 +64,31 @@ class ArtifactCheckpointStore:
 
     def clear(self) -> None:
         artifacts_delete(self._name(s) for s in self._steps())
+
+
+RUNS_OF_KIND = {"meta_train": ("main",), "transfer": ("transfer", "scratch")}
+"""The training runs each job kind checkpoints (a transfer trains its model and a baseline)."""
+
+
+def checkpoint_download(job, run: str | None = None):
+    """The newest whole checkpoint of ``job``'s ``run`` (default: its first) as an attachment.
+
+    Raises ``Http404`` naming what is missing: a kind without checkpoints, an unknown run,
+    or no checkpoint (none saved yet, or cleared once the job succeeded).
+    """
+    runs = RUNS_OF_KIND.get(job.kind, ())
+    run = run or (runs[0] if runs else "")
+    if run not in runs:
+        known = ", ".join(runs) or "none"
+        raise Http404(f"job {job.pk} has no checkpoint run {run!r} (runs: {known})")
+    latest = ArtifactCheckpointStore(job.pk, run=run).load_latest()
+    if latest is None:
+        raise Http404(
+            f"job {job.pk} has no checkpoint of its {run} run (none saved yet, or cleared when it succeeded)"
+        )
+    step, blob = latest
+    suffix = "" if run == "main" else f"-{run}"
+    response = HttpResponse(blob, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}{suffix}-step-{step}.safetensors"'
+    response["Cache-Control"] = "private, no-store"
+    return response

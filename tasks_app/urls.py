@@ -10,4 +10,5 @@ urlpatterns = [
     path("transfer/", views.job_transfer, name="job-transfer"),
     path("<int:pk>/", views.job_detail, name="job-detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
+    path("<int:pk>/checkpoint/", views.job_checkpoint, name="job-checkpoint"),
 ]

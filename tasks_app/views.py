@@ -16,6 +16,7 @@ from learning.errors import InvalidInput
 from learning.models import SourceDomain
 from learning.services.task_specs import default_split, split_summary
 from tasks_app import selectors, services
+from tasks_app.checkpoints import checkpoint_download
 from tasks_app.estimates import seconds_per_task_step
 from tasks_app.forms import JobFilterForm, MetaTrainForm, SettingsMixin, TransferForm
 from tasks_app.models import Job
@@ -131,3 +132,9 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     except InvalidInput as err:
         messages.error(request, err.message)
     return redirect("job-detail", pk=job.pk)
+
+
+@login_required
+def job_checkpoint(request: HttpRequest, pk: int) -> HttpResponse:
+    """The job's newest checkpoint (``?run=scratch`` for a transfer's baseline), to resume elsewhere."""
+    return checkpoint_download(selectors.job_get(user=request.user, pk=pk), request.GET.get("run"))

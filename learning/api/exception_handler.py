@@ -17,7 +17,8 @@ def api_exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
     """DRF's handler, with a lookup's 404 worded by the view's ``resource_noun`` and the key asked for."""
     view = context.get("view")
     noun = getattr(view, "resource_noun", None)
-    if isinstance(exc, Http404) and noun:
+    # Only Django's own lookup message is replaced; a 404 that says why keeps its words.
+    if isinstance(exc, Http404) and noun and "matches the given query" in str(exc):
         key = view.kwargs.get(view.lookup_url_kwarg or view.lookup_field, "")
         exc = NotFound(f"no {noun} {key}" if key else f"no such {noun}")
     return exception_handler(exc, context)
