@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from learning.algorithms import SITE_SET, meta_train_algorithms, transfer_methods
+from learning.algorithms import SITE_SET, engine_domain, meta_train_algorithms, transfer_methods
 from learning.engine.algorithms import ConfigError, validate_config
 from learning.errors import InvalidInput
 from learning.models import MetaModel, SourceDomain, TaskSpec
@@ -50,7 +50,12 @@ def engine_config_for(
             field="algorithm",
         )
     _check(hyperparameters, SITE_SET["meta_train"])
-    config: dict[str, Any] = {"algorithm": algorithm, **hyperparameters}
+    # The domain's kind picks the variant of a name that has two (maml on images or functions).
+    config: dict[str, Any] = {
+        "algorithm": algorithm,
+        **hyperparameters,
+        "domain": engine_domain(domain.is_image),
+    }
     if domain.is_image:
         if task_spec is None:
             raise InvalidInput("image domains need a task spec", field="task_spec")

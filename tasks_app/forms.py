@@ -48,6 +48,17 @@ def _setting_field(param: FormParam, initial: dict[str, object]) -> forms.Field:
     return forms.CharField(**options)
 
 
+def _algorithm_choices(entries: Sequence[AlgorithmEntry]) -> list[tuple[str, str]]:
+    """One choice per algorithm name, image variants first; the chosen domain picks the variant."""
+    choices: dict[str, str] = {}
+    for entry in sorted(entries, key=lambda e: e.domain != "image"):
+        if entry.name in choices:  # the function variant of an image algorithm (maml)
+            choices[entry.name] += " (images or functions)"
+        else:
+            choices[entry.name] = entry.label if entry.domain == "image" else f"{entry.label} (functions)"
+    return list(choices.items())
+
+
 class SettingsMixin:
     """Adds a field per declared setting of the offered algorithms (empty: that algorithm's default).
 
@@ -61,13 +72,18 @@ class SettingsMixin:
         self, entries: Sequence[AlgorithmEntry], initial: dict[str, object] | None = None
     ) -> None:
         takes: dict[str, list[str]] = {}
-        settings_of = {entry.name: form_settings(entry) for entry in entries}
+        # One name may stand for an image and a function variant (maml): it takes both's settings.
+        settings_of: dict[str, list[FormParam]] = {}
+        for entry in entries:
+            known = {p.name for p in settings_of.setdefault(entry.name, [])}
+            settings_of[entry.name] += [p for p in form_settings(entry) if p.name not in known]
         for entry in entries:
             for param in settings_of[entry.name]:
                 # A field the form declares itself (seed: the task spec's too) is kept as declared.
                 if param.name not in takes and param.name not in self.fields:
                     self.fields[param.name] = _setting_field(param, initial or {})
-                takes.setdefault(param.name, []).append(entry.name)
+                if entry.name not in takes.setdefault(param.name, []):
+                    takes[param.name].append(entry.name)
         for name, algorithms in takes.items():
             self.fields[name].widget.attrs["data-algorithms"] = " ".join(algorithms)
         self.setting_names = list(takes)
@@ -127,9 +143,7 @@ class MetaTrainForm(SettingsMixin, forms.Form):
             (str(s.pk), f"{s.name} · {s.domain.name} (#{s.pk})") for s in task_specs
         ]
         entries = meta_train_algorithms()
-        self.fields["algorithm"].choices = [
-            (e.name, e.label if e.domain == "image" else f"{e.label} (functions)") for e in entries
-        ]
+        self.fields["algorithm"].choices = _algorithm_choices(entries)
         self.add_setting_fields(entries, FIRST_JOB_INITIAL)
 
     def service_arguments(self) -> dict:

@@ -38,9 +38,8 @@ from learning.engine.evaluation import (
 )
 from learning.engine.functions import FunctionFamily, heldout_tasks
 from learning.engine.loop import TrainResult
-from learning.engine.neural_process_nets import NeuralProcess
 from learning.engine.progress import EvaluationStopped, StopFn
-from learning.engine.regression_eval import evaluate_neural_process
+from learning.engine.regression_eval import function_scores
 from learning.engine.weights import load_model
 
 PhaseProgressFn = Callable[[str, dict[str, Any]], None]
@@ -226,21 +225,8 @@ def _scores(
             data, seed=plan.seed, n_tasks=plan.episodes, k_context=plan.k_shot, n_target=plan.query
         )
         model = load_model(weights, model_config)
-        if not isinstance(model, NeuralProcess):
-            raise ValueError(
-                f"{algorithm!r} models are not scored on functions yet; only Neural Processes are"
-            )
-        report = evaluate_neural_process(algorithm, model, tasks, **count.callbacks())
-        return [
-            Score(
-                metric,
-                plan.k_shot,
-                report.scores[key].mean,
-                report.scores[key].ci95,
-                report.scores[key].n_tasks,
-            )
-            for key, metric in (("mse", "mse"), ("log_lik", "log_likelihood"))
-        ]
+        scores = function_scores(algorithm, model, model_config, tasks, **count.callbacks())
+        return [Score(metric, plan.k_shot, s.mean, s.ci95, s.n_tasks) for metric, s in scores]
     model = load_model(weights, model_config)
     outcome = _accuracy(algorithm, model, model_config, data, plan, seen_class_names, device, count)
     return [Score("accuracy", plan.k_shot, outcome.mean, outcome.ci95, outcome.episodes)]

@@ -19,7 +19,7 @@ The training of MAML-family learners on function families lives in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -278,6 +278,43 @@ def evaluate_neural_process(
     m = np_task_metrics(model, tasks, latent_samples=latent_samples, seed=seed)
     meter.advance(tasks.batch)
     return RegressionReport(name, {"mse": m.mse, "log_lik": m.log_lik, "joint_log_lik": m.joint_log_lik})
+
+
+def function_scores(
+    name: str,
+    model: nn.Module,
+    model_config: Mapping[str, Any],
+    tasks: FunctionTasks,
+    *,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> list[tuple[str, Score]]:
+    """``[(metric, Score)]`` of a trained function model on ``tasks``, as the protocol reports it.
+
+    A CNP / NP gives ``mse`` and ``log_likelihood`` (:func:`evaluate_neural_process`); a
+    MAML-family regressor gives ``mse`` after the ``adapt`` settings its weights carry
+    (:func:`evaluate_adapted`; it has no likelihood). Raises ``ValueError`` for a model
+    that is neither.
+    """
+    if isinstance(model, NeuralProcess):
+        report = evaluate_neural_process(name, model, tasks, on_progress=on_progress, should_stop=should_stop)
+        return [("mse", report.scores["mse"]), ("log_likelihood", report.scores["log_lik"])]
+    adapt = model_config.get("adapt")
+    if not adapt:
+        raise ValueError(
+            f"{name!r} models are not scored on functions: neither a neural process nor adapting"
+        )
+    n = int(adapt["inner_steps"])
+    report = evaluate_adapted(
+        name,
+        model,
+        tasks,
+        inner_lr=adapt["inner_lr"],
+        steps=(n,),
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    return [("mse", report.scores[f"mse_after_{n}"])]
 
 
 def evaluate_gp_oracle(family: FunctionFamily, tasks: FunctionTasks) -> RegressionReport:

@@ -91,6 +91,35 @@ def test_a_neural_process_meta_trains_on_a_function_domain(django_user_model, re
     assert all(e.episodes == 600 and e.shots == 10 and e.ci95 > 0 for e in metrics.values())
 
 
+def test_maml_meta_trains_on_a_function_domain_and_predicts_through_the_api(django_user_model, redis_server):
+    # given the built-in function domains and an admin
+    from rest_framework.test import APIClient
+
+    from learning.services.domains import builtin_domains_register
+
+    builtin_domains_register()
+    django_user_model.objects.create_superuser(username="root", password="pw-root-123456")
+
+    # when MAML is meta-trained on sinusoids with 5 context points
+    call_command(
+        "metatrain",
+        *("--domain", "sinusoid", "--algorithm", "maml", "--k-shot", "5", "--query", "10"),
+        *("--hyperparameters", '{"steps": 20, "meta_batch": 4}', "--name", "cli sine maml"),
+        stdout=io.StringIO(),
+    )
+
+    # then its MSE after its adaptation steps on 600 held-out sine tasks is recorded (no likelihood)
+    model = MetaModel.objects.get(name="cli sine maml")
+    [evaluation] = Evaluation.objects.filter(model=model)
+    assert (evaluation.metric, evaluation.episodes, evaluation.shots) == ("mse", 600, 5)
+    assert 0 < evaluation.mean < 10 and evaluation.ci95 > 0
+    # and it predicts from a user's points through the API, a mean per query x and no std
+    body = {"support": {"x": [-2.0, 0.0, 2.0], "y": [0.5, 1.0, 0.5]}, "query": {"x": [-1.0, 1.0]}}
+    answer = APIClient().post(f"/api/v1/models/{model.pk}/predict/", body, format="json")
+    assert answer.status_code == 200, answer.json()
+    assert len(answer.json()["predictions"]) == 2
+
+
 def test_the_evaluation_phase_reports_episodes_done_of_the_total_with_an_eta(
     digits, django_user_model, redis_server
 ):

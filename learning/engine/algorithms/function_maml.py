@@ -235,8 +235,6 @@ _VARIANTS: dict[str, tuple[type, str, str]] = {
     "pretrain": (FunctionMAMLConfig, "Pretrained regressor (functions)", "baseline"),
 }
 for _name, (_config, _label, _kind) in _VARIANTS.items():
-    # The site's function-domain evaluation scores Neural Processes; jobs for these wait
-    # until it scores adapted regressors too (issue 12).
     register_algorithm(
         _name,
         train_function_learner,
@@ -245,7 +243,8 @@ for _name, (_config, _label, _kind) in _VARIANTS.items():
         kind=_kind,
         domain="function",
         data_type=FunctionFamily,
-        offered=False,
+        # The site launches the learners; the pretrained regressor is their baseline only.
+        offered=_kind == "meta_train",
         model={"arch": "mlp"},
         adapts=True,
     )
