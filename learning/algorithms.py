@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
+
 from learning.engine.algorithms import REGISTRY, AlgorithmEntry, offered
 from learning.engine.params import FormParam, form_params, json_schema
+from learning.models import MetaModel
 
 SITE_SET = {
     "meta_train": ("algorithm", "domain", "task"),
@@ -35,8 +38,26 @@ def transfer_methods() -> list[AlgorithmEntry]:
 
 
 def image_model_algorithms() -> tuple[str, ...]:
-    """Algorithms whose models are Conv4 image backbones: those that transfer and can be scored."""
-    return tuple(dict.fromkeys(e.name for e in REGISTRY.values() if e.domain == "image" and e.classify))
+    """Algorithms with models that are Conv4 image backbones: those that transfer and can be scored."""
+    return tuple(dict.fromkeys(e.name for e in _image_entries()))
+
+
+def image_models(models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
+    """The image-backbone models among ``models``: the algorithm and the architecture must both be
+    an image one, since a name like ``maml`` also trains MLPs on functions."""
+    archs = {e.model["arch"] for e in _image_entries()}
+    return models.filter(algorithm__in=image_model_algorithms(), architecture__in=archs)
+
+
+def is_image_model(model: MetaModel) -> bool:
+    """Whether ``model`` has an image backbone (see :func:`image_models`)."""
+    return model.algorithm in image_model_algorithms() and model.architecture in {
+        e.model["arch"] for e in _image_entries()
+    }
+
+
+def _image_entries() -> list[AlgorithmEntry]:
+    return [e for e in REGISTRY.values() if e.domain == "image" and e.classify]
 
 
 def form_settings(entry: AlgorithmEntry) -> list[FormParam]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning import selectors
-from learning.algorithms import image_model_algorithms
+from learning.algorithms import image_models
 from learning.artifacts import artifact_read
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain
@@ -95,7 +95,7 @@ def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
             field="domain",
         )
     images, labels = _target_sample(target)
-    models = selectors.metamodel_list(user=user).filter(algorithm__in=image_model_algorithms())[:MAX_MODELS]
+    models = image_models(selectors.metamodel_list(user=user))[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
     measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
 

@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from learning import selectors as catalog
-from learning.algorithms import image_model_algorithms
+from learning.algorithms import is_image_model
 from learning.artifacts import artifacts_delete
 from learning.errors import InvalidInput
 from learning.models import SourceDomain, TaskSpec, Visibility
@@ -156,7 +156,7 @@ def job_create_evaluate(
         model = catalog.metamodel_get(user=owner, pk=int(model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {model_id!r}", field="model") from exc
-    if model.algorithm not in image_model_algorithms():
+    if not is_image_model(model):
         raise InvalidInput(f"{model.algorithm!r} models are not evaluated on image episodes", field="model")
     if task_spec_id in (None, ""):
         if model.task_spec is None:
@@ -207,7 +207,7 @@ def job_create_transfer(
         source = catalog.metamodel_get(user=owner, pk=int(source_model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {source_model_id!r}", field="source_model") from exc
-    if source.algorithm not in image_model_algorithms():
+    if not is_image_model(source):
         raise InvalidInput(
             f"{source.algorithm!r} models have no image backbone to transfer", field="source_model"
         )

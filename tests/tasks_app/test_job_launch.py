@@ -255,3 +255,18 @@ def test_every_setting_out_of_bounds_is_named_at_once(client, user, digits):
     assert set(errors) >= {"outer_lr", "steps", "inner_steps", "meta_batch"}
     assert "must be > 0" in errors["outer_lr"][0] and "between 1 and 100" in errors["inner_steps"][0]
     assert Job.objects.count() == 0
+
+
+def test_a_maml_regressor_is_not_offered_as_an_image_source(client, user, user_client, digits):
+    from learning.services.models import metamodel_register
+    from tests.weights import MLP_CONFIG, model_weights
+
+    sine = metamodel_register(
+        name="sine maml", algorithm="maml", architecture="mlp", weights=model_weights("maml", **MLP_CONFIG)
+    )
+    client.force_login(user)
+    offered = dict(client.get(reverse("job-transfer")).context["form"].fields["source_model"].choices)
+    assert str(sine.pk) not in offered
+    body = {"kind": "transfer", "source_model": sine.pk, "domain": "digits", "method": "finetune"}
+    response = user_client.post("/api/v1/jobs/", body, format="json")
+    assert response.status_code == 400 and "no image backbone" in response.json()["source_model"][0]
