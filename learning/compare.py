@@ -119,7 +119,7 @@ def _job_run(user, pk: int) -> Run:
     visible = selectors.evaluation_list(user=user)
     return Run(
         key=f"job-{job.pk}",
-        label=f"#{job.pk} {job.config.get('model_name', '')}".strip(),
+        label=f"#{job.pk} {job.title}".strip(),
         url=reverse("job-detail", args=[job.pk]),
         algorithm=job.config["algorithm"],
         config=dict(job.config["engine"]),

@@ -111,6 +111,13 @@ class Job(models.Model):
         return f"Job {self.pk} ({self.kind}, {self.status})"
 
     @property
+    def title(self) -> str:
+        """What the job makes: its model's name, or "import of <name>" for a domain import."""
+        if self.kind == self.Kind.IMPORT:
+            return f"import of {self.config.get('name', '')}"
+        return self.config.get("model_name", "")
+
+    @property
     def duration_seconds(self) -> float | None:
         """Seconds from start to finish (to now while running); None before it started."""
         if self.started_at is None:

@@ -75,3 +75,18 @@ def test_the_api_searches_and_filters_jobs_and_models_the_same_way(user_client, 
     )
     mine = user_client.get("/api/v1/models/", {"owner": "ada"}).json()["results"]
     assert [m["name"] for m in mine] == ["mine"]
+
+
+def test_the_home_page_shows_a_signed_in_users_running_and_ended_jobs(client, user, user_client, digits):
+    running = _job(user_client, "protonet", "still going")
+    ended = _job(user_client, "maml", "all done")
+    Job.objects.filter(pk=running.pk).update(status="running", step=3, started_at=timezone.now())
+    Job.objects.filter(pk=ended.pk).update(status="succeeded", finished_at=timezone.now())
+    client.force_login(user)
+
+    html = client.get("/").content.decode()
+
+    active = html.split('id="active-jobs"')[1].split("</section>")[0]
+    feed = html.split('id="ended-jobs"')[1].split("</section>")[0]
+    assert "still going" in active and "all done" not in active
+    assert "all done" in feed and "still going" not in feed

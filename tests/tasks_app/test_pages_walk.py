@@ -126,7 +126,8 @@ def test_launch_rerun_compare_lineage_and_downloads_at_desktop_and_phone_widths(
                 ("transfer-form", "/jobs/transfer/"),
                 ("try", f"/models/{model.pk}/try/"),
             ):
-                page.goto(f"{base}{path}")
+                response = page.goto(f"{base}{path}")
+                assert response is not None and response.status == 200, (path, response and response.status)
                 _fits(page)
                 shot(f"{name}-390")
         except Exception:
