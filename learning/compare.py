@@ -93,7 +93,7 @@ def _model_run(user, pk: int) -> Run:
         model = selectors.metamodel_get(user=user, pk=pk)
     except Http404 as exc:  # a model the user may not see is one that does not exist
         raise InvalidInput(f"no model {pk}", field="model") from exc
-    job = Job.objects.visible_to(user).filter(result_model=model).order_by("-pk").first()
+    job = Job.objects.visible_to(user).that_trained(model).order_by("-pk").first()
     return Run(
         key=f"model-{model.pk}",
         label=model.name,

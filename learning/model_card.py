@@ -150,7 +150,7 @@ def _reproduce(user, model: MetaModel, spec: TaskSpec | None, base_url: str) -> 
         "# the weights",
         f"curl -fLo {weights_filename(model)} {base_url}/api/v1/models/{model.pk}/weights/",
     ]
-    job = Job.objects.visible_to(user).filter(result_model=model).order_by("-pk").first()
+    job = Job.objects.visible_to(user).that_trained(model).order_by("-pk").first()
     rerun = job_rerun(job) if job is not None else None
     if rerun is not None:
         lines += [f"# train it again (job #{rerun.job_id})", rerun.command]

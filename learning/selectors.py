@@ -95,7 +95,7 @@ def metamodel_lineage_graph(*, user, model: MetaModel) -> list[LineageStep]:
     specs = task_spec_list(user=user)
     jobs = dict(
         Job.objects.visible_to(user)
-        .filter(result_model__in=chain)
+        .filter(result_model__in=chain, kind__in=[Job.Kind.META_TRAIN, Job.Kind.TRANSFER])
         .order_by("pk")
         .values_list("result_model_id", "pk")
     )

@@ -18,6 +18,10 @@ class JobQuerySet(models.QuerySet):
             return self.none()
         return self if user.is_superuser else self.filter(owner=user)
 
+    def that_trained(self, model) -> JobQuerySet:
+        """The jobs that trained ``model`` (meta-training or transfer); an evaluation job links it too."""
+        return self.filter(result_model=model, kind__in=[Job.Kind.META_TRAIN, Job.Kind.TRANSFER])
+
 
 class Job(models.Model):
     """A meta-training, transfer, evaluation or domain-import run, from queued to a final status."""

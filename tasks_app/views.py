@@ -19,7 +19,6 @@ from tasks_app import selectors, services
 from tasks_app.checkpoints import checkpoint_download
 from tasks_app.estimates import seconds_per_task_step
 from tasks_app.forms import JobFilterForm, MetaTrainForm, SettingsMixin, TransferForm
-from tasks_app.models import Job
 from tasks_app.rerun import Rerun, job_rerun
 
 
@@ -111,7 +110,7 @@ def job_transfer(request: HttpRequest) -> HttpResponse:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, pk=pk)
     context = {"job": job, "snapshot": selectors.job_snapshot(job), "rerun": job_rerun(job)}
-    if job.kind != Job.Kind.IMPORT:
+    if "engine" in job.config:  # training jobs; an import or an evaluation shows its config as is
         engine = job.config["engine"]
         defaults = engine_defaults(job.config["algorithm"], engine.get("domain", "image"))
         context["config_rows"] = config_rows(engine, defaults)

@@ -127,3 +127,23 @@ def test_a_transfer_job_names_its_source_and_reruns_through_the_transfer_form(
     assert form["source_model"].value() == str(source.pk) and form["method"].value() == "finetune"
     assert form["l2sp"].value() == 0.5 and form["steps"].value() == 10
     assert "--source-model" in job_rerun(Job.objects.get(pk=job_id)).command
+
+
+def test_an_evaluation_job_page_shows_its_config_without_a_rerun(client, user, digits):
+    from learning.services.models import metamodel_register
+    from learning.services.task_specs import task_spec_create
+    from tasks_app.services import job_create_evaluate
+    from tests.weights import model_weights
+
+    spec = task_spec_create(domain=digits, n_way=5, query_size=5)
+    model = metamodel_register(
+        name="m", algorithm="protonet", architecture="conv4", weights=model_weights(), task_spec=spec
+    )
+    job = job_create_evaluate(owner=user, model_id=model.pk, enqueue=False)
+    client.force_login(user)
+
+    page = client.get(reverse("job-detail", args=[job.pk]))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "eval_episodes" in html and 'id="rerun"' not in html
