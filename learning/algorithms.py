@@ -45,19 +45,20 @@ def image_model_algorithms() -> tuple[str, ...]:
 def image_models(models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
     """The image-backbone models among ``models``: the algorithm and the architecture must both be
     an image one, since a name like ``maml`` also trains MLPs on functions."""
-    archs = {e.model["arch"] for e in _image_entries()}
-    return models.filter(algorithm__in=image_model_algorithms(), architecture__in=archs)
+    return models.filter(algorithm__in=image_model_algorithms(), architecture__in=_image_archs())
 
 
 def is_image_model(model: MetaModel) -> bool:
     """Whether ``model`` has an image backbone (see :func:`image_models`)."""
-    return model.algorithm in image_model_algorithms() and model.architecture in {
-        e.model["arch"] for e in _image_entries()
-    }
+    return model.algorithm in image_model_algorithms() and model.architecture in _image_archs()
 
 
 def _image_entries() -> list[AlgorithmEntry]:
     return [e for e in REGISTRY.values() if e.domain == "image" and e.classify]
+
+
+def _image_archs() -> set[str]:
+    return {e.model["arch"] for e in _image_entries()}
 
 
 def form_settings(entry: AlgorithmEntry) -> list[FormParam]:
