@@ -49,7 +49,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "5w5s": {"n_way": 5, "k_shot": 5, "within_group": False},
     "20w1s": {"n_way": 20, "k_shot": 1, "within_group": True},
 }
-ALGORITHMS = ("protonet", "maml", "fomaml", "reptile", "siamese")
+ALGORITHMS = ("protonet", "maml", "fomaml", "reptile", "siamese", "statistician")
 
 
 def run_one(

@@ -16,6 +16,7 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "maml": {"arch": "conv4", "hidden": 4, "head": "linear", "out_features": 5, "adapt": ADAPT},
     "fomaml": {"arch": "conv4", "hidden": 4, "head": "linear", "out_features": 5, "adapt": ADAPT},
     "reptile": {"arch": "conv4", "hidden": 4, "head": "linear", "out_features": 5, "adapt": ADAPT},
+    "statistician": {"arch": "statistician", "hidden": 4, "context_dim": 4, "latent_dim": 2, "mlp_hidden": 8},
     "finetune": {"arch": "conv4_transfer", "hidden": 4, "classes": 10},
     "cnp": {"arch": "neural_process", "kind": "cnp", "hidden": 8, "latent_dim": 4},
     "np": {"arch": "neural_process", "kind": "np", "hidden": 8, "latent_dim": 4},

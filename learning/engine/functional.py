@@ -18,7 +18,7 @@ computes per-task inner gradients that the outer ``torch.autograd.grad`` differe
 kept as the reference the tests and the throughput benchmark compare against.
 
 Two traps, both checked by :func:`check_functional_safe`: ``nn.BatchNorm*`` under
-vmap gives wrong second-order gradients (use :class:`learning.engine.nets.BatchStatNorm`),
+vmap gives wrong second-order gradients (use :class:`learning.engine.conv4.BatchStatNorm`),
 and ``functional_call`` mishandles a module or parameter registered under two names.
 """
 
@@ -91,7 +91,7 @@ def check_functional_safe(model: nn.Module) -> None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             raise FunctionalSafetyError(
                 f"module {name!r} is {type(module).__name__}: vmap over torch BatchNorm gives wrong "
-                "second-order gradients (pytorch/functorch#534); use learning.engine.nets.BatchStatNorm"
+                "second-order gradients (pytorch/functorch#534); use learning.engine.conv4.BatchStatNorm"
             )
     all_modules = list(model.named_modules(remove_duplicate=False))
     unique_modules = list(model.named_modules())

@@ -16,6 +16,7 @@ from typing import Any
 from learning.engine.config import ConfigError
 from learning.engine.neural_process_nets import ARCH as NP_ARCH
 from learning.engine.params import Param, as_dict, param, parse
+from learning.engine.statistician_nets import ARCH as STATISTICIAN_ARCH
 
 CONV_HIDDEN = Param(minimum=1, maximum=1024, help="channels of every conv block")
 CONV_LAYERS = Param(minimum=1, maximum=6, help="conv blocks")
@@ -110,11 +111,28 @@ class NeuralProcessModel(NPNetSection):
     y_dim: int = FEATURES.field(1)
 
 
+@dataclass(frozen=True)
+class StatisticianNetSection:
+    """The sizes of a Neural Statistician's networks beyond its Conv4 encoder."""
+
+    context_dim: int = param(64, minimum=1, maximum=1024, help="size of the set summary c")
+    latent_dim: int = param(16, minimum=1, maximum=1024, help="size of each image's latent z")
+    mlp_hidden: int = param(256, minimum=1, maximum=4096, help="width of the MLPs")
+
+
+@dataclass(frozen=True)
+class StatisticianModel(ConvBackbone, StatisticianNetSection):
+    """A Neural Statistician on images."""
+
+    arch: str = param(STATISTICIAN_ARCH, choices=(STATISTICIAN_ARCH,))
+
+
 MODEL_CONFIGS: dict[str, type] = {
     "conv4": Conv4Model,
     "conv4_transfer": TransferNetModel,
     "mlp": MLPModel,
     NP_ARCH: NeuralProcessModel,
+    STATISTICIAN_ARCH: StatisticianModel,
 }
 """``arch`` -> the declaration of its ``model_config``; every architecture a saved model can have."""
 
@@ -146,5 +164,6 @@ __all__ = [
     "MODEL_CONFIGS",
     "AdaptSection",
     "NPNetSection",
+    "StatisticianNetSection",
     "parse_model_config",
 ]

@@ -4,7 +4,7 @@ Plain PyTorch (no Django). A :class:`Predictor` is the net rebuilt from a weight
 (:func:`load_predictor`); it answers one task at a time, on CPU, and never changes its
 weights (MAML-family adaptation runs on a functional copy of the parameters).
 
-Classification (``arch == "conv4"``; images ``(n, 28, 28)`` uint8, ink high, as
+Classification (``arch`` ``conv4`` or ``statistician``; images ``(n, 28, 28)`` uint8, ink high, as
 ``learning.engine.data`` stores them), with the algorithm's own ``classify``:
 
 - ``protonet``: scores are minus the squared Euclidean distances to the class prototypes
@@ -54,6 +54,7 @@ from learning.engine.data import IMAGE_SIZE
 from learning.engine.functional import AdaptationStopped, InnerLoop, batched_adapt_predict
 from learning.engine.nets import store_channels_last
 from learning.engine.neural_process_nets import NeuralProcess
+from learning.engine.statistician_nets import ARCH as STATISTICIAN_ARCH
 from learning.engine.weights import load_model
 
 CLASSIFICATION = "classification"
@@ -85,7 +86,7 @@ def _check_stop(should_stop: Callable[[], bool] | None) -> None:
 def task_of(model_config: Mapping[str, Any]) -> str:
     """``"classification"`` or ``"regression"`` from the model config's ``arch``; PredictError otherwise."""
     arch = model_config.get("arch")
-    if arch == "conv4":
+    if arch in ("conv4", STATISTICIAN_ARCH):
         return CLASSIFICATION
     if arch in ("mlp", "neural_process"):
         return REGRESSION

@@ -32,6 +32,7 @@ DOMAIN_OF_ARCH = {
     "conv4_transfer": "image",
     "mlp": "function",
     "neural_process": "function",
+    "statistician": "image",
 }
 """The kind of data each architecture's models take."""
 

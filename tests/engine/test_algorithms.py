@@ -1,4 +1,4 @@
-"""The five image algorithms through the public entry point: config errors, exact resume, stop, learning."""
+"""The six image algorithms through the public entry point: config errors, exact resume, stop, learning."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from learning.engine.checkpoints import InMemoryCheckpointStore
 from learning.engine.evaluation import evaluate_classifier, evaluate_model, paired_comparison
 from learning.engine.nets import build_model
 
-IMAGE_ALGORITHMS = ["maml", "fomaml", "reptile", "protonet", "siamese"]
+IMAGE_ALGORITHMS = ["maml", "fomaml", "reptile", "protonet", "siamese", "statistician"]
 HELD_OUT = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 
 
@@ -37,7 +37,7 @@ def _held_out(data) -> list[int]:
     return [c for c in range(data.num_classes) if data.class_groups[c] in HELD_OUT]
 
 
-def test_the_registry_has_the_five_image_algorithms():
+def test_the_registry_has_the_six_image_algorithms():
     assert set(IMAGE_ALGORITHMS) <= {name for name, domain in REGISTRY if domain == "image"}
     assert set(IMAGE_ALGORITHMS) <= set(available_algorithms()["image"])
 

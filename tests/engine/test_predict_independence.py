@@ -14,7 +14,7 @@ from learning.engine.predict import classify, load_predictor
 from learning.engine.weights import load_model, weights_from_bytes
 from tests.weights import model_weights
 
-IMAGE_ALGORITHMS = ["protonet", "siamese", "maml", "fomaml", "reptile"]
+IMAGE_ALGORITHMS = ["protonet", "siamese", "maml", "fomaml", "reptile", "statistician"]
 
 
 def _images(seed: int, n: int) -> np.ndarray:

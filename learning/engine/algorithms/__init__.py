@@ -51,6 +51,7 @@ from learning.engine.algorithms import (
     protonet,
     reptile,
     siamese,
+    statistician,
     transfer,
 )
 from learning.engine.algorithms.registry import (
@@ -69,7 +70,16 @@ from learning.engine.config import ConfigError
 from learning.engine.loop import ProgressFn, StopFn, TrainResult
 from learning.engine.params import as_dict, parse
 
-MODULES: tuple[ModuleType, ...] = (maml, reptile, protonet, siamese, neural_process, function_maml, transfer)
+MODULES: tuple[ModuleType, ...] = (
+    maml,
+    reptile,
+    protonet,
+    siamese,
+    statistician,
+    neural_process,
+    function_maml,
+    transfer,
+)
 """The modules that register the algorithms (all imported with this package)."""
 
 

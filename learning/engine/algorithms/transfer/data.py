@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from learning.engine.config import ConfigError
 from learning.engine.data import ImageArrays
 from learning.engine.nets import Conv4, SiameseNet, TransferNet
+from learning.engine.statistician_nets import NeuralStatistician
 from learning.engine.weights import load_model, weights_from_bytes
 
 __all__ = ["BackboneShape", "TransferData", "source_backbone", "weights_digest"]
@@ -74,7 +75,7 @@ def source_backbone(data: TransferData) -> tuple[Conv4, BackboneShape]:
         raise ConfigError("source_model", f"the source weights do not load: {exc}") from exc
     if isinstance(model, TransferNet):
         net: nn.Module = model.backbone
-    elif isinstance(model, SiameseNet):
+    elif isinstance(model, SiameseNet | NeuralStatistician):
         net = model.encoder
     elif isinstance(model, Conv4):
         net = model
