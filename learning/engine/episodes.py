@@ -1,10 +1,14 @@
-"""N-way K-shot Q-query episodes (and verification pairs) over an :class:`ImageArrays` domain.
+"""N-way K-shot Q-query episodes (and verification pairs) over an :class:`ImageArrays` domain
+or an embedded text domain (:class:`TextArrays`).
 
 An episode draws ``n_way`` classes from the allowed class indices, then ``k_shot``
 support and ``query`` query examples of each (without replacement). Labels ``0..N-1``
 follow the random order in which the classes were drawn.
 
-- **Rotations** (``rotations=True``, meta-training only): every class also appears
+- **Inputs**: images become float32 ``(1, H, W)`` in [0, 1] with ink high; text examples are
+  their embedding rows, float32 ``(D,)``. Everything else (classes, groups, determinism) is
+  the same for both kinds.
+- **Rotations** (``rotations=True``, meta-training on images only): every class also appears
   turned by 90, 180 and 270 degrees as three further classes (Santoro et al., 2016), so
   ``C`` allowed classes give ``4C`` episode classes. A rotated class keeps its group but
   forms its own *rotation group* for within-group episodes (an episode of one alphabet
@@ -32,13 +36,13 @@ import torch
 from torch import Tensor
 
 from learning.engine.config import ConfigError
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData, TextArrays
 from learning.engine.functional import TaskBatch
 
 
 class EpisodeError(ConfigError):
     """An episode request that the data cannot satisfy; ``field`` is the spec field at fault
-    (``n_way``, ``k_shot``, ``query``, ``classes`` or ``within_group``)."""
+    (``n_way``, ``k_shot``, ``query``, ``classes``, ``within_group`` or ``rotations``)."""
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,15 @@ class EpisodeSpec:
 
 
 class Episode(NamedTuple):
-    """One episode; images are float32 in [0, 1] with ink high, shape ``(n, 1, 28, 28)``."""
+    """One episode; images are float32 in [0, 1] with ink high, shape ``(n, 1, 28, 28)``; text
+    examples are embeddings, float32 ``(n, D)``."""
 
     x_support: Tensor
-    """``(N*K, 1, H, W)``, class-major (the K examples of label 0 first)."""
+    """``(N*K, 1, H, W)`` (text: ``(N*K, D)``), class-major (the K examples of label 0 first)."""
     y_support: Tensor
     """``(N*K,)`` int64 labels in ``0..N-1``."""
     x_query: Tensor
-    """``(N*Q, 1, H, W)``, class-major."""
+    """``(N*Q, 1, H, W)`` (text: ``(N*Q, D)``), class-major."""
     y_query: Tensor
     """``(N*Q,)`` int64."""
     classes: np.ndarray
@@ -85,7 +90,7 @@ class _ClassPool:
 
     def __init__(
         self,
-        data: ImageArrays,
+        data: EpisodeData,
         classes: Sequence[int],
         *,
         rotations: bool,
@@ -98,6 +103,8 @@ class _ClassPool:
             raise EpisodeError("classes", "the class split is empty: no class is allowed for these episodes")
         if len(set(class_list)) != len(class_list):
             raise EpisodeError("classes", "the class split lists a class more than once")
+        if rotations and isinstance(data, TextArrays):
+            raise EpisodeError("rotations", "rotations are for images; text domains have none")
         for c in class_list:
             if not 0 <= c < data.num_classes:
                 raise EpisodeError("classes", f"class index {c} is outside 0..{data.num_classes - 1}")
@@ -127,7 +134,10 @@ class _ClassPool:
         return len(self.classes)
 
     def images(self, example_idx: np.ndarray, turns: np.ndarray) -> np.ndarray:
-        """Float32 images ``(N, M, 1, H, W)`` in [0, 1] for example indices ``(N, M)``, rotated per row."""
+        """The inputs of example indices ``(N, M)``: float32 images ``(N, M, 1, H, W)`` in [0, 1],
+        rotated per row, or for text the embeddings ``(N, M, D)`` (``turns`` all 0)."""
+        if isinstance(self.data, TextArrays):
+            return self.data.embeddings[example_idx]
         raw = self.data.images[example_idx]
         out = np.empty(raw.shape, dtype=np.float32)
         for row, k in enumerate(turns):
@@ -140,7 +150,7 @@ class EpisodeSampler:
     """Draws episodes of ``spec`` from ``classes`` of ``data``; see the module docstring."""
 
     def __init__(
-        self, data: ImageArrays, classes: Sequence[int], spec: EpisodeSpec, seed: int, stream: int = 0
+        self, data: EpisodeData, classes: Sequence[int], spec: EpisodeSpec, seed: int, stream: int = 0
     ) -> None:
         self.spec = spec
         self.seed = int(seed)
@@ -217,7 +227,8 @@ class EpisodeSampler:
         """Episodes ``start .. start+count-1`` stacked as a :class:`TaskBatch` on ``device``.
 
         Shapes: ``x_support (count, N*K, 1, H, W)``, ``y_support (count, N*K)``,
-        ``x_query (count, N*Q, 1, H, W)``, ``y_query (count, N*Q)``.
+        ``x_query (count, N*Q, 1, H, W)``, ``y_query (count, N*Q)``; text inputs are ``(count, N*K, D)``
+        and ``(count, N*Q, D)``.
         """
         parts = [self._arrays(start + i) for i in range(count)]
         xs = torch.from_numpy(np.stack([p[0] for p in parts]))
@@ -238,7 +249,7 @@ class PairSampler:
 
     def __init__(
         self,
-        data: ImageArrays,
+        data: EpisodeData,
         classes: Sequence[int],
         *,
         rotations: bool,

@@ -32,7 +32,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from learning.engine.algorithms import get_entry
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData, TextArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeSampler, EpisodeSpec
 from learning.engine.nets import channels_last, transductive_statistics
@@ -92,7 +92,7 @@ def mean_ci95(values: np.ndarray) -> tuple[float, float]:
 
 
 def _episode_key(
-    data: ImageArrays, classes: Sequence[int], spec: EpisodeSpec, seed: int, episodes: int
+    data: EpisodeData, classes: Sequence[int], spec: EpisodeSpec, seed: int, episodes: int
 ) -> str:
     payload = {
         "classes": [data.class_names[c] for c in classes],
@@ -107,7 +107,7 @@ def _episode_key(
 def evaluate_model(
     algorithm: str,
     model: nn.Module,
-    data: ImageArrays,
+    data: EpisodeData,
     *,
     classes: Sequence[int],
     n_way: int,
@@ -126,7 +126,8 @@ def evaluate_model(
     progress_interval_s: float = 0.5,
     transductive: bool = False,
 ) -> EvalResult:
-    """Query accuracy of ``model`` (trained by ``algorithm``) on N-way K-shot episodes of ``classes``.
+    """Query accuracy of ``model`` (trained by ``algorithm``) on N-way K-shot episodes of ``classes``
+    of an image domain or an embedded text domain (the algorithm's ``text`` variant classifies).
 
     ``adapt`` holds MAML-family settings (``inner_lr``, ``inner_steps``). ``strict``
     enforces the protocol's minimum of 600 episodes; ``seen_class_names`` (the names of
@@ -143,7 +144,7 @@ def evaluate_model(
     episodes, :class:`EvaluationStopped` when ``should_stop()`` returned True. Returns an
     :class:`EvalResult`.
     """
-    entry = get_entry(algorithm, "image")
+    entry = get_entry(algorithm, "text" if isinstance(data, TextArrays) else "image")
     if entry.classify is None:
         raise ValueError(f"algorithm {algorithm!r} has no classifier")
     if strict and episodes < MIN_PROTOCOL_EPISODES:
@@ -192,7 +193,7 @@ def evaluate_classifier(
     algorithm: str,
     weights: Mapping[str, Tensor],
     model_config: Mapping[str, Any],
-    data: ImageArrays,
+    data: EpisodeData,
     *,
     classes: Sequence[int],
     n_way: int,

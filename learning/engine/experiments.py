@@ -4,7 +4,8 @@ Everything that runs an experiment (the worker's job runners, the management com
 the benchmarks, the tests) calls these functions and nothing else of the protocol:
 
 - :func:`meta_train_and_evaluate`: train ``config`` on ``data``, then evaluate the result on
-  held-out classes (images: accuracy) or held-out tasks (functions: MSE and log-likelihood).
+  held-out classes (images and embedded texts: accuracy) or held-out tasks (functions: MSE
+  and log-likelihood).
 - :func:`transfer_and_compare`: the transfer run, a from-scratch baseline with the same data,
   steps and optimizer, and a paired comparison on identical episodes at each shot count.
 - :func:`evaluate`: an existing model's weights on held-out episodes.
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from learning.engine.algorithms import train, validate_config
 from learning.engine.algorithms.transfer import TransferData, scratch_config
 from learning.engine.checkpoints import CheckpointStore
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData
 from learning.engine.evaluation import (
     MIN_PROTOCOL_EPISODES,
     EvalResult,
@@ -64,7 +65,7 @@ class Hooks:
 class EpisodePlan:
     """The held-out episodes an evaluation draws, as the literature's protocol asks.
 
-    ``classes`` are the held-out class indices (image domains; ignored for functions).
+    ``classes`` are the held-out class indices (image and text domains; ignored for functions).
     ``query`` is queries per class (images) or target points per task (functions); a
     function task has ``k_shot`` context points. The same plan and seed give every model
     the very same episodes.
@@ -192,7 +193,7 @@ def evaluate(
     algorithm: str,
     weights: Mapping[str, Tensor],
     model_config: Mapping[str, Any],
-    data: ImageArrays | FunctionFamily,
+    data: EpisodeData | FunctionFamily,
     plan: EpisodePlan,
     *,
     seen_class_names: Sequence[str] | None = None,
@@ -214,7 +215,7 @@ def _scores(
     algorithm: str,
     weights: Mapping[str, Tensor],
     model_config: Mapping[str, Any],
-    data: ImageArrays | FunctionFamily,
+    data: EpisodeData | FunctionFamily,
     plan: EpisodePlan,
     seen_class_names: Sequence[str] | None,
     device: str,
@@ -234,7 +235,7 @@ def _scores(
 
 def meta_train_and_evaluate(
     config: Mapping[str, Any],
-    data: ImageArrays | FunctionFamily,
+    data: EpisodeData | FunctionFamily,
     plan: EpisodePlan,
     hooks: Hooks = Hooks(),
 ) -> MetaTrainReport:
@@ -346,7 +347,7 @@ def _accuracy(
     algorithm: str,
     model: nn.Module,
     model_config: Mapping[str, Any],
-    data: ImageArrays,
+    data: EpisodeData,
     plan: EpisodePlan,
     seen_class_names: Sequence[str] | None,
     device: str,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from learning.engine.config import ConfigError
+from learning.engine.nets import TEXT_ARCH
 from learning.engine.neural_process_nets import ARCH as NP_ARCH
 from learning.engine.params import Param, as_dict, param, parse
 from learning.engine.statistician_nets import ARCH as STATISTICIAN_ARCH
@@ -31,6 +32,7 @@ CLASSES = Param(minimum=1, maximum=100_000, help="outputs of a classifier")
 IN_CHANNELS = Param(minimum=1, maximum=4, help="channels of the input images")
 IMAGE_SIDE = Param(minimum=1, maximum=512, help="side of the (square) input images, pixels")
 FEATURES = Param(minimum=1, maximum=64, help="input or output size of a function")
+EMBEDDING_FEATURES = Param(minimum=1, maximum=4096, help="size of a text embedding")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,25 @@ class MLPModel:
 
 
 @dataclass(frozen=True)
+class TextMLPModel:
+    """An MLP over frozen sentence embeddings (``head``: ``none`` for embeddings, ``linear`` for logits)."""
+
+    arch: str = param(TEXT_ARCH, choices=(TEXT_ARCH,))
+    in_features: int = EMBEDDING_FEATURES.field(384)
+    hidden: tuple[int, ...] = MLP_HIDDEN.field((256,))
+    head: str = param("none", choices=("none", "linear"))
+    out_features: int = param(0, minimum=0, maximum=CLASSES.maximum)
+    adapt: AdaptSection | None = param(None, help="adaptation settings (MAML family)")
+
+    def check(self) -> None:
+        if (self.head == "linear") != (self.out_features > 0):
+            raise ConfigError(
+                "model_config.out_features",
+                f"must be >= 1 for a linear head and 0 otherwise, got {self.out_features}",
+            )
+
+
+@dataclass(frozen=True)
 class NPNetSection:
     """The networks of a Neural Process (:class:`NPConfig` without ``kind`` and the data's sizes)."""
 
@@ -131,6 +152,7 @@ MODEL_CONFIGS: dict[str, type] = {
     "conv4": Conv4Model,
     "conv4_transfer": TransferNetModel,
     "mlp": MLPModel,
+    TEXT_ARCH: TextMLPModel,
     NP_ARCH: NeuralProcessModel,
     STATISTICIAN_ARCH: StatisticianModel,
 }
@@ -165,5 +187,6 @@ __all__ = [
     "AdaptSection",
     "NPNetSection",
     "StatisticianNetSection",
+    "TextMLPModel",
     "parse_model_config",
 ]

@@ -1,4 +1,5 @@
-"""Networks: Siamese and transfer nets on the Conv4 backbone, the 2x40 MLP, and :func:`build_model`.
+"""Networks: Siamese and transfer nets on the Conv4 backbone, the 2x40 MLP, the MLP over sentence
+embeddings (:class:`TextMLP`), and :func:`build_model`.
 
 The Conv4 backbone and its batch-statistics normalization live in :mod:`learning.engine.conv4`
 (re-exported here). Whose statistics: a prediction must not depend on the other queries it is asked with, so
@@ -166,6 +167,45 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class TextMLP(nn.Module):
+    """A ReLU MLP over frozen sentence embeddings ``(..., in_features)``, the net of text domains.
+
+    ``head`` ``"none"`` (ProtoNet): ``in -> hidden[0] -> ... -> hidden[-1]``, ReLU between the
+    layers and none after the last, whose outputs are the embedding (with one hidden width, a
+    linear projection). ``"linear"`` (MAML family): the same layers with a ReLU after each,
+    then ``head``, a linear layer to ``out_features`` logits (the few-shot evaluation checks
+    its size against the episodes' N, as for a Conv4). :meth:`embed` gives the features
+    before the head ``(..., hidden[-1])``.
+    """
+
+    def __init__(
+        self, in_features: int, hidden: tuple[int, ...], head: str = "none", out_features: int = 0
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("a text MLP needs at least one hidden width")
+        if head not in ("none", "linear") or (head == "linear") != (out_features > 0):
+            raise ValueError(f"head {head!r} with out_features {out_features} is not a text MLP")
+        layers: list[nn.Module] = []
+        width = in_features
+        for i, h in enumerate(hidden):
+            layers.append(nn.Linear(width, h))
+            if head == "linear" or i < len(hidden) - 1:
+                layers.append(nn.ReLU())
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_features) if head == "linear" else None
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Features ``(..., hidden[-1])``."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embeddings ``(..., hidden[-1])`` (head ``none``) or logits ``(..., out_features)``."""
+        features = self.body(x)
+        return features if self.head is None else self.head(features)
+
+
 ModelBuilder = Callable[[Mapping[str, Any]], nn.Module]
 
 CONV4_DEFAULTS: dict[str, Any] = {
@@ -211,9 +251,24 @@ def _build_transfer_net(cfg: Mapping[str, Any]) -> nn.Module:
     )
 
 
+TEXT_ARCH = "text_mlp"
+"""``model_config["arch"]`` of a :class:`TextMLP` (keys ``in_features``, ``hidden``, ``head``,
+``out_features``)."""
+
+
+def _build_text_mlp(cfg: Mapping[str, Any]) -> nn.Module:
+    return TextMLP(
+        int(cfg["in_features"]),
+        tuple(int(h) for h in cfg["hidden"]),
+        str(cfg.get("head", "none")),
+        int(cfg.get("out_features", 0)),
+    )
+
+
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "conv4": _build_conv4,
     "mlp": _build_mlp,
+    TEXT_ARCH: _build_text_mlp,
     TRANSFER_ARCH: _build_transfer_net,
     NP_ARCH: build_neural_process,
     STATISTICIAN_ARCH: build_statistician,

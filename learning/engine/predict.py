@@ -16,7 +16,15 @@ Classification (``arch`` ``conv4`` or ``statistician``; images ``(n, 28, 28)`` u
   the support set must have exactly that many labels (:attr:`Predictor.fixed_ways`);
 - ``siamese``: for each class, the best same-class logit ``w . |e_q - e_s| + b`` over its
   support images (nearest support by the learned similarity); the per-class maxima are
-  the scores.
+  the scores;
+- ``statistician``: minus the KL divergence from the query's context posterior to each
+  class's (the nearest set summary). :func:`sample` also draws new images of a class from
+  its support images.
+
+Text (``arch`` ``text_mlp``, the ``text`` variants of ``protonet``, ``maml``, ``fomaml`` and
+``reptile``) classifies the same way, from embeddings: support and query are ``(n, D)`` float32
+rows of the frozen sentence encoder (:func:`learning.engine.text_encoder.embed_texts`), which
+the caller computes from the texts.
 
 Long work can be stopped: :func:`classify` and :func:`regress` take ``should_stop`` (a
 callable returning a bool, e.g. "the request's deadline passed"), poll it before starting
@@ -50,9 +58,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from learning.engine.algorithms import REGISTRY, get_entry
+from learning.engine.algorithms.statistician import samples_like
 from learning.engine.data import IMAGE_SIZE
 from learning.engine.functional import AdaptationStopped, InnerLoop, batched_adapt_predict
-from learning.engine.nets import store_channels_last
+from learning.engine.nets import TEXT_ARCH, store_channels_last
 from learning.engine.neural_process_nets import NeuralProcess
 from learning.engine.statistician_nets import ARCH as STATISTICIAN_ARCH
 from learning.engine.weights import load_model
@@ -86,7 +95,7 @@ def _check_stop(should_stop: Callable[[], bool] | None) -> None:
 def task_of(model_config: Mapping[str, Any]) -> str:
     """``"classification"`` or ``"regression"`` from the model config's ``arch``; PredictError otherwise."""
     arch = model_config.get("arch")
-    if arch in ("conv4", STATISTICIAN_ARCH):
+    if arch in ("conv4", STATISTICIAN_ARCH, TEXT_ARCH):
         return CLASSIFICATION
     if arch in ("mlp", "neural_process"):
         return REGRESSION
@@ -94,8 +103,8 @@ def task_of(model_config: Mapping[str, Any]) -> str:
 
 
 def fixed_ways(model_config: Mapping[str, Any]) -> int | None:
-    """How many labels an image model's support sets must have: its linear head's outputs, or None."""
-    if model_config.get("arch") == "conv4" and model_config.get("head") == "linear":
+    """How many labels a classifier's support sets must have: its linear head's outputs, or None."""
+    if model_config.get("arch") in ("conv4", TEXT_ARCH) and model_config.get("head") == "linear":
         return int(model_config["out_features"])
     return None
 
@@ -115,6 +124,11 @@ class Predictor:
         return fixed_ways(self.model_config)
 
     @property
+    def domain(self) -> str:
+        """The kind of inputs it takes: ``image``, ``text`` (embeddings) or ``function``."""
+        return domain_of(self.model_config)
+
+    @property
     def has_std(self) -> bool:
         """Whether regression predictions come with a predictive standard deviation."""
         return self.task == REGRESSION and self.algorithm in NEURAL_PROCESSES
@@ -130,7 +144,7 @@ class Predictor:
         adaptation runs it through ``torch.func.functional_call``, which puts each request's
         adapted weights into the net for the duration of the call."""
         if self.task == CLASSIFICATION:
-            return not get_entry(self.algorithm, "image").adapts
+            return not get_entry(self.algorithm, self.domain).adapts
         return self.algorithm in NEURAL_PROCESSES
 
 
@@ -145,7 +159,11 @@ def load_predictor(
     """
     config = dict(model_config)
     task = task_of(config)
-    if task == CLASSIFICATION:
+    if task == CLASSIFICATION and config["arch"] == TEXT_ARCH:
+        entry = REGISTRY.get((algorithm, "text"))
+        if entry is None or entry.classify is None:
+            raise PredictError(f"algorithm {algorithm!r} cannot classify texts")
+    elif task == CLASSIFICATION:
         entry = REGISTRY.get((algorithm, "image"))
         if entry is None or entry.classify is None:
             raise PredictError(f"algorithm {algorithm!r} cannot classify images")
@@ -185,6 +203,24 @@ def images_to_tensor(images: np.ndarray) -> Tensor:
     return x.unsqueeze(1).unsqueeze(0)
 
 
+def domain_of(model_config: Mapping[str, Any]) -> str:
+    """``"text"`` for a model over sentence embeddings, ``"function"`` for a regression model,
+    else ``"image"``."""
+    if model_config.get("arch") == TEXT_ARCH:
+        return "text"
+    return "function" if task_of(model_config) == REGRESSION else "image"
+
+
+def embeddings_to_tensor(embeddings: np.ndarray, dim: int) -> Tensor:
+    """``(n, dim)`` finite float embeddings as float32 ``(1, n, dim)`` (one task)."""
+    array = np.asarray(embeddings)
+    if array.ndim != 2 or array.shape[1] != dim or not np.issubdtype(array.dtype, np.floating):
+        raise PredictError(f"embeddings must be (n, {dim}) floats, got {array.dtype} {array.shape}")
+    if not np.isfinite(array).all():
+        raise PredictError("the embeddings hold a NaN or an infinity")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)
+
+
 def classify(
     predictor: Predictor,
     support: np.ndarray,
@@ -196,7 +232,8 @@ def classify(
     """Probabilities ``(Q, N)`` (float64, rows sum to 1) of each query image for labels ``0..N-1``.
 
     ``support`` ``(S, 28, 28)`` uint8 with ``support_labels`` (S ints, every label in
-    ``0..N-1`` used at least once, N >= 2); ``query`` ``(Q, 28, 28)`` uint8. Raises
+    ``0..N-1`` used at least once, N >= 2); ``query`` ``(Q, 28, 28)`` uint8. A text model
+    takes embeddings instead: ``support`` ``(S, D)`` and ``query`` ``(Q, D)`` floats. Raises
     :class:`PredictError` for labels that do not fit the model, :class:`PredictStopped`
     when ``should_stop()`` returns True (polled first and between inner steps).
     """
@@ -217,9 +254,13 @@ def classify(
         )
     if len(query) == 0:
         raise PredictError("at least one query image is needed", field="query")
-    entry = get_entry(predictor.algorithm, "image")
+    entry = get_entry(predictor.algorithm, predictor.domain)
     assert entry.classify is not None  # checked in load_predictor
-    xs, xq = images_to_tensor(support), images_to_tensor(query)
+    if predictor.domain == "text":
+        dim = int(predictor.model_config["in_features"])
+        xs, xq = embeddings_to_tensor(support, dim), embeddings_to_tensor(query, dim)
+    else:
+        xs, xq = images_to_tensor(support), images_to_tensor(query)
     ys = torch.from_numpy(labels).unsqueeze(0)
     _check_stop(should_stop)
     try:
@@ -233,6 +274,28 @@ def classify(
     if not np.isfinite(probabilities).all():
         raise PredictError("the model's scores are not finite for these images")
     return probabilities
+
+
+def can_sample(model_config: Mapping[str, Any]) -> bool:
+    """Whether the model draws new images of a class from its support images (Neural Statistician)."""
+    return model_config.get("arch") == STATISTICIAN_ARCH
+
+
+def sample(predictor: Predictor, support: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` new images ``(count, 28, 28)`` uint8, ink high, of the one class ``support`` shows.
+
+    ``support`` is ``(S, 28, 28)`` uint8, S >= 1, all of one class. The images are the
+    decoder's pixel probabilities scaled to 0..255; the same ``seed`` draws the same images.
+    Raises :class:`PredictError` when the model is not generative or the input is empty.
+    """
+    if not can_sample(predictor.model_config):
+        raise PredictError("only Neural Statistician models draw samples")
+    if len(support) == 0:
+        raise PredictError("at least one support image is needed", field="support")
+    if count < 1:
+        raise PredictError("ask for at least one sample", field="count")
+    pixels = samples_like(predictor.model, images_to_tensor(support)[0], count, seed)
+    return (pixels[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def regress(
@@ -302,11 +365,15 @@ __all__ = [
     "PredictError",
     "PredictStopped",
     "Predictor",
+    "can_sample",
     "classify",
+    "domain_of",
+    "embeddings_to_tensor",
     "fixed_ways",
     "images_to_tensor",
     "is_finite_float32",
     "load_predictor",
     "regress",
+    "sample",
     "task_of",
 ]

@@ -33,6 +33,7 @@ DOMAIN_OF_ARCH = {
     "mlp": "function",
     "neural_process": "function",
     "statistician": "image",
+    "text_mlp": "text",
 }
 """The kind of data each architecture's models take."""
 

@@ -6,7 +6,8 @@ The Django side calls::
 
 ``config["algorithm"]`` picks the algorithm; ``config["domain"]`` (``"image"`` by
 default) picks between algorithms of the same name for different kinds of data (MAML
-trains a Conv4 on images and an MLP on functions). :func:`validate_config` fills the
+trains a Conv4 on images, an MLP on functions and an MLP over sentence embeddings on
+text). :func:`validate_config` fills the
 defaults and raises :class:`ConfigError` naming the bad field; :func:`train` calls it
 first, so a train function always receives a complete, valid config.
 
@@ -52,6 +53,7 @@ from learning.engine.algorithms import (
     reptile,
     siamese,
     statistician,
+    text,
     transfer,
 )
 from learning.engine.algorithms.registry import (
@@ -79,6 +81,7 @@ MODULES: tuple[ModuleType, ...] = (
     neural_process,
     function_maml,
     transfer,
+    text,
 )
 """The modules that register the algorithms (all imported with this package)."""
 

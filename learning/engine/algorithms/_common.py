@@ -1,8 +1,10 @@
-"""Setup shared by the image-domain algorithms (MAML, Reptile, ProtoNet, Siamese).
+"""Setup shared by the episodic algorithms (MAML, Reptile, ProtoNet, Siamese) on images and text.
 
-Their config is declared in :mod:`learning.engine.algorithms.settings`; this module turns
-a validated config and the data into what training needs: the device, the episode spec
-and the meta-training classes.
+Their config is declared in :mod:`learning.engine.algorithms.settings` (images) and
+:mod:`learning.engine.algorithms.text` (text); this module turns a validated config and the
+data into what training needs: the device, the episode spec, the meta-training classes and
+the net's ``model_config`` (a Conv4 for images, a :class:`learning.engine.nets.TextMLP` over
+the embeddings for text).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from typing import Any
 import torch
 
 from learning.engine.config import ConfigError
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData, ImageArrays, TextArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import EpisodeError, EpisodeSampler, EpisodeSpec
+from learning.engine.nets import TEXT_ARCH
 
 
 def resolve_classes(
-    data: ImageArrays, classes: Sequence[int] | None, groups: Sequence[str] | None, field: str
+    data: EpisodeData, classes: Sequence[int] | None, groups: Sequence[str] | None, field: str
 ) -> list[int]:
     """Class indices from explicit ``classes`` or ``groups`` names (None and None: all classes).
 
@@ -45,14 +48,19 @@ def resolve_classes(
 
 @dataclass
 class ImageSetup:
-    """What every image algorithm derives from a validated config and the data."""
+    """What every episodic algorithm derives from a validated config and the data.
+
+    ``image_size`` is the images' side in pixels (0 for text); ``text_dim`` the embeddings' size
+    (0 for images).
+    """
 
     device: torch.device
     spec: EpisodeSpec
     train_classes: list[int]
     image_size: int
+    text_dim: int = 0
 
-    def sampler(self, data: ImageArrays, seed: int, spec: EpisodeSpec | None = None) -> EpisodeSampler:
+    def sampler(self, data: EpisodeData, seed: int, spec: EpisodeSpec | None = None) -> EpisodeSampler:
         """The meta-training episode sampler; episode errors become :class:`ConfigError` on ``task.*``."""
         try:
             return EpisodeSampler(data, self.train_classes, spec or self.spec, seed)
@@ -60,7 +68,11 @@ class ImageSetup:
             raise ConfigError(f"task.{exc.field}", str(exc).split(": ", 1)[-1]) from exc
 
     def model_config(self, config: Mapping[str, Any], **head: Any) -> dict[str, Any]:
-        """The conv4 ``model_config`` for this data with the given head settings."""
+        """The ``model_config`` for this data with the given head settings (``head``,
+        ``out_features``, ``adapt``): a Conv4, or for text a ``text_mlp`` of ``config["model"]["hidden"]``."""
+        if self.text_dim:
+            hidden = [int(h) for h in config["model"]["hidden"]]
+            return {"arch": TEXT_ARCH, "in_features": self.text_dim, "hidden": hidden, **head}
         return {
             "arch": "conv4",
             "in_channels": 1,
@@ -71,12 +83,21 @@ class ImageSetup:
         }
 
 
-def image_setup(config: Mapping[str, Any], data: ImageArrays) -> ImageSetup:
-    """Resolve device and class splits of a validated image config; raises :class:`ConfigError`."""
-    if not isinstance(data, ImageArrays):
-        raise ConfigError("domain", f"image algorithms need ImageArrays, got {type(data).__name__}")
-    if data.images.shape[1] != data.images.shape[2]:
-        raise ConfigError("model", f"square images expected, got {data.images.shape[1:]}")
+def image_setup(config: Mapping[str, Any], data: EpisodeData) -> ImageSetup:
+    """Resolve device and class splits of a validated image or text config; raises :class:`ConfigError`.
+
+    A text config has no ``rotations`` (text classes are never rotated).
+    """
+    if isinstance(data, TextArrays):
+        image_size, text_dim = 0, data.dim
+    elif isinstance(data, ImageArrays):
+        if data.images.shape[1] != data.images.shape[2]:
+            raise ConfigError("model", f"square images expected, got {data.images.shape[1:]}")
+        image_size, text_dim = int(data.images.shape[1]), 0
+    else:
+        raise ConfigError(
+            "domain", f"episodic algorithms need ImageArrays or TextArrays, got {type(data).__name__}"
+        )
     task = config["task"]
     train_classes = resolve_classes(
         data, task["meta_train_classes"], task["meta_train_groups"], "task.meta_train"
@@ -88,13 +109,14 @@ def image_setup(config: Mapping[str, Any], data: ImageArrays) -> ImageSetup:
         k_shot=task["k_shot"],
         query=task["query"],
         within_group=task["within_group"],
-        rotations=config["rotations"],
+        rotations=config.get("rotations", False),
     )
     return ImageSetup(
         device=resolve_device(config["device"]),
         spec=spec,
         train_classes=train_classes,
-        image_size=int(data.images.shape[1]),
+        image_size=image_size,
+        text_dim=text_dim,
     )
 
 

@@ -25,7 +25,7 @@ from learning.engine.algorithms._common import image_setup, task_chunk
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import InnerLoopConfig
 from learning.engine.checkpoints import CheckpointStore
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData
 from learning.engine.functional import (
     InnerLoop,
     batched_adapt_predict,
@@ -47,7 +47,7 @@ class MAMLConfig(InnerLoopConfig):
 
 def train_maml(
     config: dict[str, Any],
-    data: ImageArrays,
+    data: EpisodeData,
     *,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,

@@ -21,7 +21,7 @@ from learning.engine.algorithms._common import image_setup
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, ImageConfig, episodes
 from learning.engine.checkpoints import CheckpointStore
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
 from learning.engine.nets import build_model, embed_episode, embed_episodes
 from learning.engine.params import section
@@ -52,7 +52,7 @@ def _episode_logits(model: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, n_way:
 
 def train_protonet(
     config: dict[str, Any],
-    data: ImageArrays,
+    data: EpisodeData,
     *,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,

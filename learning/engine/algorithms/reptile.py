@@ -35,7 +35,7 @@ from learning.engine.algorithms.settings import (
     InnerLoopConfig,
 )
 from learning.engine.checkpoints import CheckpointStore
-from learning.engine.data import ImageArrays
+from learning.engine.data import EpisodeData
 from learning.engine.functional import Params, check_functional_safe, model_params
 from learning.engine.loop import (
     ProgressFn,
@@ -65,7 +65,7 @@ class ReptileConfig(InnerLoopConfig):
 
 def train_reptile(
     config: dict[str, Any],
-    data: ImageArrays,
+    data: EpisodeData,
     *,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,

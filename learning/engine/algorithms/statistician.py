@@ -13,6 +13,11 @@ Few-shot classification as in the paper: each class's support set is summarized 
 set's statistics (:func:`learning.engine.nets.embed_episodes`), so a query's scores depend
 on the support set and itself only. :func:`samples_like` draws new images of a class from
 its support images.
+
+It is registered for images only. On function families, a statistic network over a
+task's ``(x, y)`` points with a decoder of ``y`` given ``x`` and the summary is the latent
+Neural Process (``np``, :mod:`learning.engine.algorithms.neural_process`) that the engine
+already offers, so a second one would add a name without adding a model.
 """
 
 from __future__ import annotations
