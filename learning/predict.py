@@ -38,7 +38,7 @@ import numpy as np
 from learning.engine import predict as engine
 from learning.errors import InvalidInput
 from learning.heavy_work import raise_if_stopped, should_stop
-from learning.images import normalize_image, thumbnail_png
+from learning.images import THUMBNAIL_SIZE, normalize_image, thumbnail_png
 from learning.models import MetaModel
 from learning.predictors import fixed_ways, predict_kind, predictor_load
 
@@ -96,7 +96,7 @@ class ClassificationResult:
     def support_gallery(self) -> list[tuple[str, list[str]]]:
         """For the page: each label with its support images as the model saw them (PNG data URIs)."""
         return [
-            (label, [_data_uri(img) for img in self.support_images[self.support_label_index == i]])
+            (label, [png_data_uri(img) for img in self.support_images[self.support_label_index == i]])
             for i, label in enumerate(self.labels)
         ]
 
@@ -108,7 +108,7 @@ class ClassificationResult:
             out.append(
                 {
                     "name": name,
-                    "thumbnail": _data_uri(image),
+                    "thumbnail": png_data_uri(image),
                     "label": self.labels[int(order[0])],
                     "top": [(self.labels[int(i)], float(row[i])) for i in order],
                 }
@@ -116,11 +116,12 @@ class ClassificationResult:
         return out
 
 
-def _data_uri(image: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(thumbnail_png(image)).decode()
+def png_data_uri(image: np.ndarray, *, size: int = THUMBNAIL_SIZE) -> str:
+    """One ink-high image as a ``size`` x ``size`` PNG (``images.thumbnail_png``) in a data URI."""
+    return "data:image/png;base64," + base64.b64encode(thumbnail_png(image, size=size)).decode()
 
 
-def _images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, list[str]]:
+def read_images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, list[str]]:
     """Read and normalize ``uploads``; sizes are checked before anything is read.
 
     Returns the images and their names (the file names, or ``"<field> <n>"``). Messages
@@ -190,8 +191,8 @@ def predict_classification(
             f"so the support set needs exactly {ways} distinct labels, got {len(labels)}",
             field="support_labels",
         )
-    support_images, _ = _images(support, field="support")
-    query_images, query_names = _images(query, field="query")
+    support_images, _ = read_images(support, field="support")
+    query_images, query_names = read_images(query, field="query")
     predictor = predictor_load(model=model)
     try:
         probabilities = engine.classify(

@@ -13,6 +13,7 @@ urlpatterns = [
     path("models/", views.model_list, name="model-list"),
     path("models/<int:pk>/", views.model_detail, name="model-detail"),
     path("models/<int:pk>/try/", views.model_try, name="model-try"),
+    path("models/<int:pk>/samples/", views.model_samples, name="model-samples"),
     path("models/<int:pk>/weights/", views.model_weights, name="model-weights"),
     path("models/<int:pk>/card.md", views.model_card, name="model-card"),
     path("task-specs/", views.task_spec_list, name="taskspec-list"),

@@ -16,7 +16,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from learning import heavy_work, predict_page, selectors
+from learning import heavy_work, predict_page, samples, selectors
 from learning.artifacts import artifact_storage
 from learning.compare import comparison
 from learning.config_table import config_rows, engine_defaults
@@ -191,6 +191,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
             ),
             # The job that trained it (jobs are their owner's to see).
             "source_job": model.jobs.visible_to(user).filter(kind="meta_train").first(),
+            "generative": samples.is_generative(model),
         },
     )
 
@@ -226,6 +227,37 @@ def model_try(request: HttpRequest, pk: int) -> HttpResponse:
             context["error"] = err.message
             return _refused(render(request, "learning/model_try.html", context), err)
     return render(request, "learning/model_try.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def model_samples(request: HttpRequest, pk: int) -> HttpResponse:
+    """Draw new images of a class from a user's examples of it (generative models); stores nothing."""
+    model = selectors.metamodel_get(user=request.user, pk=pk)
+    context = {
+        "model": model,
+        "generative": samples.is_generative(model),
+        "limits": {"support": samples.MAX_SUPPORT, "count": samples.MAX_COUNT},
+        "values": {key: str(request.POST.get(key, "")) for key in ("count", "seed")},
+        "default_count": samples.DEFAULT_COUNT,
+        "result": None,
+        "error": "",
+    }
+    if request.method == "POST" and context["generative"]:
+        try:
+            context["result"] = heavy_work.run_heavy(
+                samples.draw_samples,
+                model=model,
+                support=request.FILES.getlist("support"),
+                count=request.POST.get("count"),
+                seed=request.POST.get("seed"),
+            )
+        except InvalidInput as err:
+            context["error"] = err.message
+            return render(request, "learning/model_samples.html", context, status=400)
+        except heavy_work.HeavyWorkError as err:
+            context["error"] = err.message
+            return _refused(render(request, "learning/model_samples.html", context), err)
+    return render(request, "learning/model_samples.html", context)
 
 
 @require_GET

@@ -17,14 +17,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-def log_in_and_launch(page, base: str, *, username: str, password: str, model_name: str, steps: int) -> None:
-    """Log in on the way to the launch form, submit a small ProtoNet on digits, land on its job page."""
+def log_in_and_launch(
+    page, base: str, *, username: str, password: str, model_name: str, steps: int, algorithm: str = "protonet"
+) -> None:
+    """Log in on the way to the launch form, submit a small ``algorithm`` on digits, land on its job page."""
     page.goto(f"{base}/accounts/login/?next=/jobs/new/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url("**/jobs/new/")
     page.select_option("select[name=domain]", "digits")
+    page.select_option("select[name=algorithm]", algorithm)
     page.fill("input[name=n_way]", "5")
     page.fill("input[name=query_size]", "5")
     page.fill("input[name=steps]", str(steps))

@@ -170,15 +170,25 @@ class Client:
         return self.send(method, path, data, "application/json", timeout=timeout)
 
     def upload(
-        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]], timeout: float = 60
+        self,
+        path: str,
+        fields: dict[str, str | list[str]],
+        files: dict[str, tuple[str, bytes] | list[tuple[str, bytes]]],
+        timeout: float = 60,
     ) -> tuple[int, dict]:
-        """POST a multipart form of text ``fields`` and ``files`` (name -> (file name, bytes))."""
+        """POST a multipart form of text ``fields`` and ``files`` (name -> (file name, bytes)); a list
+        of values or files sends the name once per item."""
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-            for k, v in fields.items()
+            for k, values in fields.items()
+            for v in (values if isinstance(values, list) else [values])
         ]
-        for key, (filename, content) in files.items():
+        for key, (filename, content) in [
+            (key, item)
+            for key, items in files.items()
+            for item in (items if isinstance(items, list) else [items])
+        ]:
             head = (
                 f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n"

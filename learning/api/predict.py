@@ -100,7 +100,7 @@ predict_schema = extend_schema(
 )
 
 
-def _form(request: Request):
+def form_data(request: Request):
     """``request.data``, with Django's own upload limits turned into messages."""
     try:
         return request.data
@@ -124,7 +124,7 @@ def predict_response(request: Request, model: MetaModel) -> Response:
 
 def _predict(request: Request, model: MetaModel):
     kind = predict_kind(model=model)
-    data = _form(request)
+    data = form_data(request)
     is_multipart = request.content_type.startswith("multipart/form-data")
     if kind == predict.CLASSIFICATION:
         if not is_multipart:

@@ -36,6 +36,7 @@ from learning import heavy_work, selectors
 from learning.api import filtersets, serializers
 from learning.api.errors import DepthSafeJSONParser
 from learning.api.predict import predict_response, predict_schema
+from learning.api.samples import samples_response, samples_schema
 from learning.downloads import card_response, weights_response
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain, TaskSpec
@@ -245,6 +246,18 @@ class MetaModelViewSet(CatalogViewSet):
     def predict(self, request: Request, pk: str | None = None) -> Response:
         """Read-only, so anyone who may see the model may ask; ``learning.api.predict`` answers."""
         return predict_response(request, self.get_object())
+
+    @samples_schema
+    @action(
+        detail=True,
+        methods=["post"],
+        permission_classes=[AllowAny],
+        parser_classes=[MultiPartParser],
+        throttle_classes=[PredictAnonThrottle, PredictUserThrottle],
+    )
+    def samples(self, request: Request, pk: str | None = None) -> Response:
+        """Read-only like predict; ``learning.api.samples`` answers."""
+        return samples_response(request, self.get_object())
 
     @extend_schema(
         summary="Download the model's weights (safetensors)",

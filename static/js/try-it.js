@@ -1,4 +1,4 @@
-// "Try it" page: previews of the chosen images, "More labels" adds a row in place, and a
+// "Try it" and "Draw samples" pages: previews of the chosen images, "More labels" adds a row in place, and a
 // prediction is asked for without leaving the page.
 // Without JavaScript the form still works: "More labels" reloads with more rows, and the
 // post shows the predictions.
@@ -31,7 +31,7 @@
     if (!window.fetch || !window.FormData || !window.DOMParser) return;
     event.preventDefault();
     var button = form.querySelector('button[type="submit"]');
-    if (button) { button.disabled = true; button.dataset.label = button.textContent; button.textContent = "Predicting…"; }
+    if (button) { button.disabled = true; button.dataset.label = button.textContent; button.textContent = button.dataset.busy || "Predicting…"; }
     fetch(form.action || location.href, { method: "POST", body: new FormData(form), credentials: "same-origin" })
       .then(function (response) { return response.text(); })
       .then(function (html) {

@@ -30,6 +30,7 @@ _IMAGE = {
     "maml": {"steps": 5, "inner_steps": 1},
     "reptile": {"steps": 3, "meta_batch": 2},
     "siamese": {"steps": 5, "meta_batch": 8},
+    "statistician": {"steps": 5},
 }
 _FUNCTION = {
     "cnp": ("gp-1d", {"steps": 30, "model": {"hidden": 16}, "validation": {"tasks": 0}}),
@@ -236,3 +237,31 @@ def test_a_stop_before_the_start_runs_nothing():
         predict.classify(net, support, labels, query, should_stop=lambda: True)
     with pytest.raises(predict.PredictStopped):
         predict.regress(predictor("cnp", "function"), [0.0], [1.0], [0.5], should_stop=lambda: True)
+
+
+def test_a_statistician_draws_images_of_the_class_its_support_shows_and_nothing_else_does():
+    # given a trained Neural Statistician and three images of one held-out digit
+    model = predictor("statistician")
+    data = digits()
+    support = data.images[np.flatnonzero(data.labels == 7)[:3]]
+
+    # when it draws 4 samples, twice with one seed and once with another
+    first = predict.sample(model, support, 4, seed=3)
+    again = predict.sample(model, support, 4, seed=3)
+    other = predict.sample(model, support, 4, seed=4)
+
+    # then they are images as the catalog stores them, and the seed alone decides them
+    assert first.shape == (4, 28, 28) and first.dtype == np.uint8
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    # and the support decides the summary they are drawn from
+    assert not np.array_equal(
+        first, predict.sample(model, data.images[np.flatnonzero(data.labels == 8)[:3]], 4, 3)
+    )
+    assert predict.can_sample(model.model_config)
+    # a model that is not generative is refused by name
+    protonet = predictor("protonet")
+    assert not predict.can_sample(protonet.model_config)
+    with pytest.raises(predict.PredictError, match="only Neural Statistician models draw samples"):
+        predict.sample(protonet, support, 4)
+    with pytest.raises(predict.PredictError, match="at least one support image"):
+        predict.sample(model, support[:0], 4)

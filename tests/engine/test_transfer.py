@@ -244,6 +244,24 @@ def test_a_source_without_a_conv4_backbone_is_refused(omniglot_small2):
     assert err.value.field == "source_model"
 
 
+def test_a_neural_statistician_s_encoder_is_a_source_backbone(omniglot_small1, omniglot_small2):
+    # given a Neural Statistician meta-trained for a few steps
+    config = {"algorithm": "statistician", "model": {"hidden": 8}, "steps": 2, "device": "cpu"}
+    source = train({**config, "checkpoint_every": 0, "meta_batch": 1}, omniglot_small1)
+    data = TransferData(omniglot_small2, source.weights, source.model_config, source.algorithm)
+
+    # when its features are frozen under a new head ("feature" trains only the head)
+    result = train(_tiny(omniglot_small2, "feature"), data)
+
+    # then the transferred backbone is the statistician's encoder, weight for weight
+    def part(weights, prefix):
+        return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+
+    encoder, backbone = part(source.weights, "encoder."), part(result.weights, "backbone.")
+    assert encoder and encoder.keys() == backbone.keys()
+    assert all(torch.equal(encoder[k], backbone[k]) for k in encoder)
+
+
 # ------------------------------------------------------------------------------ the losses
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from learning.algorithms import meta_train_algorithms
 from learning.errors import InvalidInput
 from tasks_app import runtime, services
 from tasks_app.management.commands._shared import ConsoleProgress, json_option, owner_from, report
@@ -14,7 +15,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--domain", required=True, help="Domain slug, e.g. digits.")
-        parser.add_argument("--algorithm", required=True, help="protonet, maml, fomaml, reptile or siamese.")
+        parser.add_argument(
+            "--algorithm",
+            required=True,
+            help="One of: " + ", ".join(dict.fromkeys(e.name for e in meta_train_algorithms())) + ".",
+        )
         parser.add_argument("--task-spec", type=int, help="An existing task spec id (else one is made).")
         parser.add_argument("--n-way", type=int, default=5)
         parser.add_argument("--k-shot", type=int, default=1)
