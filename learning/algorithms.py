@@ -22,14 +22,10 @@ SITE_SET = {
 """Settings the site fills from the catalog (the task spec, the target split), never a user."""
 
 
-def engine_domain(is_image: bool) -> str:
-    """The engine's name for a catalog domain's kind of data."""
-    return "image" if is_image else "function"
-
-
-def meta_train_algorithms(is_image: bool | None = None) -> list[AlgorithmEntry]:
-    """The algorithms the site meta-trains (on image or function domains; None: both)."""
-    return offered("meta_train", None if is_image is None else engine_domain(is_image))
+def meta_train_algorithms(domain: str | None = None) -> list[AlgorithmEntry]:
+    """The algorithms the site meta-trains on domains of the engine's kind ``domain`` (``image``,
+    ``text`` or ``function``, as ``SourceDomain.engine_domain`` names them; None: all)."""
+    return offered("meta_train", domain)
 
 
 def transfer_methods() -> list[AlgorithmEntry]:

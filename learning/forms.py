@@ -98,13 +98,19 @@ class ModelFilterForm(forms.Form):
 
 
 class DomainUploadForm(forms.Form):
-    """A new image domain from a zip of ``<class>/<image>`` (or ``<group>/<class>/<image>``) files."""
+    """A new image domain from a zip of ``<class>/<image>`` (or ``<group>/<class>/<image>``) files,
+    or a text domain from a CSV, TSV or JSON Lines file of ``text``, ``label`` (and ``group``)."""
 
     name = forms.CharField(max_length=200)
     source = forms.FileField(
-        label="Zip file",
-        help_text="One folder per class (optionally inside one folder per group), images inside.",
-        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
+        label="Zip of images, or a text file",
+        help_text=(
+            "Images: a zip with one folder per class (optionally inside one folder per group). "
+            "Texts: a .csv or .tsv with a header row naming the columns text and label (and optionally "
+            'group), or a .jsonl with one {"text": ..., "label": ...} object per line; every text is '
+            "embedded once by the sentence encoder, as a job."
+        ),
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip,.csv,.tsv,.jsonl,.ndjson"}),
     )
     visibility = forms.ChoiceField(
         choices=Visibility.choices,

@@ -67,15 +67,17 @@ class CatalogEntry(models.Model):
 
 
 class SourceDomain(CatalogEntry):
-    """A data set that tasks are drawn from: image classes, or a family of functions.
+    """A data set that tasks are drawn from: image or text classes, or a family of functions.
 
     Image domains keep their normalized arrays (see ``learning.engine.data``) and one
-    thumbnail per class in artifact storage; function domains keep the generator's
-    parameters in ``generator``.
+    thumbnail per class in artifact storage; text domains keep the embeddings of their
+    texts by the frozen sentence encoder (``TextArrays``) and a few example texts per
+    class in ``classes``; function domains keep the generator's parameters in ``generator``.
     """
 
     class Modality(models.TextChoices):
         IMAGE_CLASSIFICATION = "image_classification", "Image classification"
+        TEXT_CLASSIFICATION = "text_classification", "Text classification"
         FUNCTION_REGRESSION = "function_regression", "Function regression"
 
     class Origin(models.TextChoices):
@@ -95,7 +97,9 @@ class SourceDomain(CatalogEntry):
     class_count = models.PositiveIntegerField(default=0)
     example_count = models.PositiveIntegerField(default=0)
     classes = models.JSONField(
-        default=list, blank=True, help_text='[{"name", "group", "count"}] in label order.'
+        default=list,
+        blank=True,
+        help_text='[{"name", "group", "count"}] in label order; text domains add "examples", a few texts.',
     )
     class_groups = models.JSONField(default=list, blank=True, help_text='[{"name", "class_count"}], sorted.')
     generator = models.JSONField(default=dict, blank=True, help_text="Parameters of a function family.")
@@ -118,6 +122,22 @@ class SourceDomain(CatalogEntry):
     @property
     def is_image(self) -> bool:
         return self.modality == self.Modality.IMAGE_CLASSIFICATION
+
+    @property
+    def is_text(self) -> bool:
+        return self.modality == self.Modality.TEXT_CLASSIFICATION
+
+    @property
+    def is_classification(self) -> bool:
+        """Labeled classes that episodes are drawn from (images or texts), as opposed to functions."""
+        return self.modality != self.Modality.FUNCTION_REGRESSION
+
+    @property
+    def engine_domain(self) -> str:
+        """The engine's name for this kind of data: ``image``, ``text`` or ``function``."""
+        return {self.Modality.IMAGE_CLASSIFICATION: "image", self.Modality.TEXT_CLASSIFICATION: "text"}.get(
+            self.modality, "function"
+        )
 
 
 class TaskSpec(CatalogEntry):

@@ -94,6 +94,14 @@ def predictor_load(*, model: MetaModel) -> engine.Predictor:
     return engine.load_predictor(weights, config, algorithm)
 
 
+def input_kind(*, model: MetaModel) -> str:
+    """What the model takes: ``"image"``, ``"text"`` or ``"function"``; ``InvalidInput`` if it cannot
+    predict at all."""
+    predict_kind(model=model)
+    _, config, _ = _parsed(model)
+    return engine.domain_of(config)
+
+
 def fixed_ways(*, model: MetaModel) -> int | None:
     """How many labels the model's support sets must have (MAML-family heads), or None for any."""
     _, config, _ = _parsed(model)

@@ -88,7 +88,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 def domain_detail(request: HttpRequest, slug: str) -> HttpResponse:
     user = request.user
     domain = selectors.domain_get(user=user, slug=slug)
-    classes = Paginator(list(enumerate(domain.classes)) if domain.is_image else [], THUMBNAILS_SHOWN)
+    classes = Paginator(list(enumerate(domain.classes)) if domain.is_classification else [], THUMBNAILS_SHOWN)
     return render(
         request,
         "learning/domain_detail.html",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from learning.algorithms import SITE_SET, engine_domain, meta_train_algorithms, transfer_methods
+from learning.algorithms import SITE_SET, meta_train_algorithms, transfer_methods
 from learning.engine.algorithms import ConfigError, validate_config
 from learning.errors import InvalidInput
 from learning.models import MetaModel, SourceDomain, TaskSpec
@@ -42,7 +42,7 @@ def engine_config_for(
     *, algorithm: str, hyperparameters: dict[str, Any], domain: SourceDomain, task_spec: TaskSpec | None
 ) -> dict[str, Any]:
     """The complete engine config of a meta-training run; raises InvalidInput naming the field."""
-    offered = [entry.name for entry in meta_train_algorithms(domain.is_image)]
+    offered = [entry.name for entry in meta_train_algorithms(domain.engine_domain)]
     if algorithm not in offered:
         raise InvalidInput(
             f"unknown algorithm {algorithm!r} for {domain.get_modality_display().lower()}; "
@@ -54,11 +54,11 @@ def engine_config_for(
     config: dict[str, Any] = {
         "algorithm": algorithm,
         **hyperparameters,
-        "domain": engine_domain(domain.is_image),
+        "domain": domain.engine_domain,
     }
-    if domain.is_image:
+    if domain.is_classification:
         if task_spec is None:
-            raise InvalidInput("image domains need a task spec", field="task_spec")
+            raise InvalidInput(f"{domain.engine_domain} domains need a task spec", field="task_spec")
         config["task"] = {
             "n_way": task_spec.n_way,
             "k_shot": task_spec.k_shot,

@@ -48,15 +48,25 @@ def _setting_field(param: FormParam, initial: dict[str, object]) -> forms.Field:
     return forms.CharField(**options)
 
 
+_KIND_WORDS = {"image": "images", "text": "text", "function": "functions"}
+
+
 def _algorithm_choices(entries: Sequence[AlgorithmEntry]) -> list[tuple[str, str]]:
-    """One choice per algorithm name, image variants first; the chosen domain picks the variant."""
-    choices: dict[str, str] = {}
-    for entry in sorted(entries, key=lambda e: e.domain != "image"):
-        if entry.name in choices:  # the function variant of an image algorithm (maml)
-            choices[entry.name] += " (images or functions)"
-        else:
-            choices[entry.name] = entry.label if entry.domain == "image" else f"{entry.label} (functions)"
-    return list(choices.items())
+    """One choice per algorithm name, image variants first, labelled with the kinds of data it takes
+    unless that is images alone; the chosen domain picks the variant."""
+    labels: dict[str, str] = {}
+    kinds: dict[str, list[str]] = {}
+    for entry in sorted(entries, key=lambda e: list(_KIND_WORDS).index(e.domain)):
+        labels.setdefault(entry.name, entry.label)
+        kinds.setdefault(entry.name, []).append(_KIND_WORDS[entry.domain])
+    return [
+        (name, label if kinds[name] == ["images"] else f"{label} ({_words(kinds[name])})")
+        for name, label in labels.items()
+    ]
+
+
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 class SettingsMixin:
@@ -167,7 +177,7 @@ class MetaTrainForm(SettingsMixin, forms.Form):
 
     @property
     def image_algorithms(self) -> tuple[str, ...]:
-        return tuple(e.name for e in meta_train_algorithms(is_image=True))
+        return tuple(e.name for e in meta_train_algorithms("image"))
 
 
 class TransferForm(SettingsMixin, forms.Form):

@@ -5,6 +5,8 @@ The one place that decides. An upload of at most ``IMPORT_INLINE_MAX_BYTES`` (de
 always was. A larger one would hold its request for minutes without a word (100,000
 Omniglot-sized images take minutes to decode), so it is checked as far as that is cheap,
 stored, and imported by a worker as a job whose page shows the files decoded so far.
+A text file is always imported as a job, whatever its size: every text is embedded by the
+sentence encoder, which belongs on a worker (see ``learning.services.text_domains``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 from django.conf import settings
 
 from learning import heavy_work
+from learning.domain_files import upload_name
 from learning.models import SourceDomain, Visibility
 from learning.services.domains import domain_import
+from learning.services.text_domains import is_text_file
 from tasks_app.models import Job
 from tasks_app.services import job_create_import
 
@@ -32,6 +36,8 @@ def domain_upload_import(
 ) -> SourceDomain | Job:
     """Import an uploaded zip now and return the new domain, or queue it and return the import job.
 
+    A text file (CSV, TSV, JSONL) is always a job: its texts are embedded on a worker.
+
     Either way bad input found before decoding raises the same ``InvalidInput`` (nothing
     written). An inline import may raise ``heavy_work``'s ``Busy`` or ``DeadlineExceeded``.
     """
@@ -43,7 +49,8 @@ def domain_upload_import(
         "license": license,
     }
     size = getattr(upload, "size", None)
-    if isinstance(size, int) and size > settings.IMPORT_INLINE_MAX_BYTES:
+    large = isinstance(size, int) and size > settings.IMPORT_INLINE_MAX_BYTES
+    if large or is_text_file(upload_name(upload)):
         return job_create_import(owner=owner, upload=upload, **entry)
     return heavy_work.run_heavy(
         domain_import, source=upload, owner=owner, deadline_s=heavy_work.import_deadline_s(), **entry

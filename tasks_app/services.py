@@ -117,7 +117,7 @@ def job_create_meta_train(
     engine = engine_config_for(
         algorithm=algorithm, hyperparameters=hyperparameters or {}, domain=domain, task_spec=spec
     )
-    if domain.is_image and not split_classes(domain=domain, split=spec.split, part="meta_test"):
+    if domain.is_classification and not split_classes(domain=domain, split=spec.split, part="meta_test"):
         raise InvalidInput("the task spec's meta-test split is empty", field="task_spec")
     job = Job.objects.create(
         kind=Job.Kind.META_TRAIN,

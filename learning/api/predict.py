@@ -2,7 +2,8 @@
 
 Classification models take ``multipart/form-data``: ``support`` (image files, repeated),
 ``support_labels`` (one per support file, same order) and ``query`` (image files,
-repeated). Regression models take JSON: ``{"support": {"x": [...], "y": [...]},
+repeated). Text models take JSON: ``{"support": [{"text": ..., "label": ...}, ...],
+"query": [text, ...]}``. Regression models take JSON: ``{"support": {"x": [...], "y": [...]},
 "query": {"x": [...]}}``. The answer lists ``predictions`` in query order. The request
 is read-only: anyone who may see the model (anonymous users too, for public models)
 may ask, and nothing is stored. ``learning.predict`` checks the input and holds the limits.
@@ -16,7 +17,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,7 +32,7 @@ from learning import predict
 from learning.errors import InvalidInput
 from learning.heavy_work import run_heavy
 from learning.models import MetaModel
-from learning.predictors import predict_kind
+from learning.predictors import input_kind
 
 _ClassificationRequest = inline_serializer(
     "PredictClassificationRequest",
@@ -52,6 +59,18 @@ _RegressionRequest = inline_serializer(
         ),
     },
 )
+_TextRequest = inline_serializer(
+    "PredictTextRequest",
+    {
+        "support": serializers.ListField(
+            child=inline_serializer(
+                "PredictTextExample", {"text": serializers.CharField(), "label": serializers.CharField()}
+            ),
+            help_text="Labeled example texts.",
+        ),
+        "query": serializers.ListField(child=serializers.CharField(), help_text="Texts to label."),
+    },
+)
 _Response = inline_serializer(
     "PredictResponse",
     {
@@ -76,7 +95,14 @@ predict_schema = extend_schema(
         f"{predict.MAX_IMAGE_BYTES // 1024} KiB per image, at least 2 distinct labels. MAML-family "
         "image models need exactly as many labels as they were trained with (n-way). Nothing is stored."
     ),
-    request={"multipart/form-data": _ClassificationRequest, "application/json": _RegressionRequest},
+    request={
+        "multipart/form-data": _ClassificationRequest,
+        "application/json": PolymorphicProxySerializer(
+            "PredictJSONRequest",
+            serializers=[_TextRequest, _RegressionRequest],
+            resource_type_field_name=None,
+        ),
+    },
     responses={
         200: _Response,
         400: OpenApiResponse(description="Bad input; the message names it."),
@@ -123,10 +149,17 @@ def predict_response(request: Request, model: MetaModel) -> Response:
 
 
 def _predict(request: Request, model: MetaModel):
-    kind = predict_kind(model=model)
+    kind = input_kind(model=model)
     data = form_data(request)
     is_multipart = request.content_type.startswith("multipart/form-data")
-    if kind == predict.CLASSIFICATION:
+    if kind == "text":
+        if is_multipart:
+            raise InvalidInput(
+                'this model classifies texts: send JSON {"support": [{"text": ..., "label": ...}], '
+                '"query": [...]}'
+            )
+        return predict.predict_text_classification(model=model, **predict.text_payload(data))
+    if kind == "image":
         if not is_multipart:
             raise InvalidInput(
                 "this model classifies images: send multipart/form-data with support files, "

@@ -160,7 +160,13 @@ class DomainImportSerializer(serializers.Serializer):
     """Import a domain from an uploaded zip (``file``, multipart) or from a ``url`` (JSON or form)."""
 
     name = serializers.CharField(max_length=200)
-    file = UploadField(required=False, help_text="A zip of images, one folder per class.")
+    file = UploadField(
+        required=False,
+        help_text=(
+            "A zip of images, one folder per class; or a .csv/.tsv/.jsonl of text, label (and group), "
+            "always imported as a job that embeds every text."
+        ),
+    )
     url = serializers.URLField(required=False, max_length=1000, help_text="Where to download the zip.")
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
     description = serializers.CharField(required=False, allow_blank=True, default="")

@@ -3,12 +3,13 @@
 An image domain's normalized arrays (``learning.engine.data``) are stored as
 ``domains/<slug>/arrays.npz`` and one thumbnail per class as
 ``domains/<slug>/thumbs/<class index>.png`` in artifact storage. The files are written
-first and the row last, inside a transaction; if anything fails, the files are deleted
-again, so a failed import leaves neither a row nor a file.
+first and the row last (``learning.services.domain_rows``): a failed import leaves
+neither a row nor a file. An uploaded text file (CSV, TSV, JSONL) is a text domain,
+imported by ``learning.services.text_domains``.
 
-An upload too large to import within a request is staged instead
-(``domain_upload_stage``): checked as far as that is cheap, then stored as
-``imports/<uuid>.zip`` for a job to import with ``domain_import``.
+An upload too large to import within a request, and any text file, is staged instead
+(``domain_upload_stage``): checked as far as that is cheap (a text file is read in full),
+then stored as ``imports/<uuid>.zip`` (or ``.csv`` ...) for a job to import with ``domain_import``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.db.models import Q
 from django.utils.text import slugify
 
 from learning import builtin_domains
-from learning.artifacts import artifact_save, artifact_save_file, artifact_storage, artifacts_delete
+from learning.artifacts import artifact_save_file
 from learning.domain_files import (
     ImportLimits,
     check_zip,
@@ -42,12 +43,17 @@ from learning.errors import InvalidInput
 from learning.events import catalog_changed_on_commit
 from learning.images import thumbnail_png
 from learning.models import SourceDomain, Visibility
+from learning.services.domain_rows import (
+    URL_MAX,
+    check_entry,
+    check_new_content,
+    class_group_rows,
+    domain_row_create,
+    free_slug,
+)
+from learning.services.text_domains import is_text_file, text_domain_import, text_upload_check
 
 logger = logging.getLogger(__name__)
-
-_NAME_MAX = SourceDomain._meta.get_field("name").max_length
-_LICENSE_MAX = SourceDomain._meta.get_field("license").max_length
-_URL_MAX = SourceDomain._meta.get_field("source_url").max_length
 
 
 def domain_import(
@@ -62,7 +68,8 @@ def domain_import(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> SourceDomain:
-    """Import an image domain from ``source`` and return its new catalog row.
+    """Import an image domain from ``source`` and return its new catalog row (an uploaded text file:
+    a text domain, see ``learning.services.text_domains``).
 
     ``source`` is a local path (``str`` or ``os.PathLike``) to a zip file or a folder, an
     http(s) URL (a ``str`` holding ``scheme://``) of a zip, or an uploaded file object
@@ -77,18 +84,29 @@ def domain_import(
     Raises ``InvalidInput`` (``field="name"`` or ``"source"``) for bad input, after
     which nothing has been written.
     """
-    name = _check_entry(name=name, visibility=visibility, license=license)
+    name = check_entry(name=name, visibility=visibility, license=license)
     limits = ImportLimits.from_settings()
     callbacks = {"on_progress": on_progress, "should_stop": should_stop}
     source_url = ""
     if isinstance(source, str) and is_url(source):
-        if len(source) > _URL_MAX:
-            raise InvalidInput(f"the URL is longer than {_URL_MAX} characters", field="source")
+        if len(source) > URL_MAX:
+            raise InvalidInput(f"the URL is longer than {URL_MAX} characters", field="source")
         arrays = read_url(source, limits=limits, **callbacks)
         origin, source_url = SourceDomain.Origin.URL, source
     elif isinstance(source, str | os.PathLike):
         arrays = read_path(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
+    elif hasattr(source, "read") and is_text_file(upload_name(source)):
+        return text_domain_import(
+            source=source,
+            name=name,
+            owner=owner,
+            visibility=visibility,
+            description=description,
+            citation=citation,
+            license=license,
+            **callbacks,
+        )
     elif hasattr(source, "read"):
         arrays = read_upload(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
@@ -134,12 +152,17 @@ def domain_upload_stage(*, upload: Any, name: str, visibility: str, license: str
     the same ``InvalidInput`` as ``domain_import`` would, and nothing is written. The
     stored file's name is made of a fresh uuid only; whoever imports it deletes it.
     """
-    name = _check_entry(name=name, visibility=visibility, license=license)
+    name = check_entry(name=name, visibility=visibility, license=license)
     limits = ImportLimits.from_settings()
     filename = upload_name(upload)
+    text = is_text_file(filename)
+    if text:
+        text_upload_check(upload, limits=limits)
     with spooled_upload(upload, limits=limits) as spool:
-        check_zip(spool, limits=limits, source=filename)
-        stored = artifact_save_file(f"{IMPORT_UPLOADS}/{uuid.uuid4().hex}.zip", spool)
+        if not text:
+            check_zip(spool, limits=limits, source=filename)
+        suffix = os.path.splitext(filename)[1].lower() if text else ".zip"
+        stored = artifact_save_file(f"{IMPORT_UPLOADS}/{uuid.uuid4().hex}{suffix}", spool)
     return StagedUpload(
         name=name, filename=filename, path=stored.name, size=stored.size, sha256=stored.sha256
     )
@@ -161,7 +184,7 @@ def function_domain_create(
     Its content hash is that of the generator's canonical JSON, so two domains cannot
     hold the same generator. Class and example counts stay 0.
     """
-    name = _check_entry(name=name, visibility=visibility, license=license)
+    name = check_entry(name=name, visibility=visibility, license=license)
     family = generator.get("family") if isinstance(generator, dict) else None
     if family not in builtin_domains.FUNCTION_FAMILIES:
         known = ", ".join(builtin_domains.FUNCTION_FAMILIES)
@@ -170,13 +193,13 @@ def function_domain_create(
         sha256 = builtin_domains.generator_sha256(generator)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"the generator is not plain JSON ({exc})", field="generator") from exc
-    _check_new_content(sha256, owner)
+    check_new_content(sha256, owner)
     try:
         with transaction.atomic():
             catalog_changed_on_commit()
             return SourceDomain.objects.create(
                 name=name,
-                slug=_free_slug(name),
+                slug=free_slug(name),
                 modality=SourceDomain.Modality.FUNCTION_REGRESSION,
                 description=description,
                 citation=citation,
@@ -232,65 +255,6 @@ def builtin_domains_register() -> list[SourceDomain]:
 # --- Helpers ---------------------------------------------------------------------------
 
 
-def _check_entry(*, name: str, visibility: str, license: str) -> str:
-    """Validate the catalog text of a new domain; return the stripped name."""
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("a domain needs a name", field="name")
-    if len(name) > _NAME_MAX:
-        raise InvalidInput(f"the name is longer than {_NAME_MAX} characters", field="name")
-    if not slugify(name):
-        raise InvalidInput(f"the name {name!r} needs at least one letter or digit", field="name")
-    if SourceDomain.objects.filter(name__iexact=name).exists():
-        raise InvalidInput(f"a domain named {name!r} already exists", field="name")
-    if visibility not in Visibility.values:
-        raise InvalidInput(f"visibility must be one of {', '.join(Visibility.values)}", field="visibility")
-    if len(license) > _LICENSE_MAX:
-        raise InvalidInput(f"the license is longer than {_LICENSE_MAX} characters", field="license")
-    return name
-
-
-def _check_new_content(sha256: str, owner) -> None:
-    """Refuse content the importing user can already see; a copy they cannot see is not named."""
-    same = SourceDomain.objects.visible_to(owner).filter(content_sha256=sha256).first()
-    if same is not None:
-        raise InvalidInput(
-            f"this content is already in the catalog as domain {same.name!r} ({same.slug})", field="source"
-        )
-
-
-def _slug_folder_used(slug: str) -> bool:
-    """Whether files already sit under ``domains/<slug>/`` (left by a domain deleted earlier)."""
-    storage = artifact_storage()
-    pending = [f"domains/{slug}"]
-    while pending:
-        folder = pending.pop()
-        try:
-            folders, files = storage.listdir(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if files:
-            return True
-        pending.extend(f"{folder}/{sub}" for sub in folders)
-    return False
-
-
-RESERVED_SLUGS = frozenset({"new"})
-"""Slugs that page URLs use (``/domains/new/``), so no domain may take them."""
-
-
-def _free_slug(name: str) -> str:
-    """``slugify(name)``, with ``-2``, ``-3``... appended while a row, stray files or a page URL hold it."""
-    base = slugify(name)[:190] or "domain"
-    slug, n = base, 1
-    while (
-        slug in RESERVED_SLUGS or SourceDomain.objects.filter(slug=slug).exists() or _slug_folder_used(slug)
-    ):
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _first_examples(arrays: ImageArrays) -> list[int]:
     return [int(indices[0]) for indices in arrays.indices_by_class()]
 
@@ -299,67 +263,31 @@ def _image_domain_create(
     *,
     arrays: ImageArrays,
     name: str,
-    origin: str,
-    source_url: str,
     owner,
-    visibility: str,
-    description: str,
-    citation: str,
-    license: str,
+    **entry: Any,
 ) -> SourceDomain:
-    """Store the arrays and thumbnails, then write the row; undo the files if anything fails."""
+    """Store the arrays and thumbnails, then write the row (``domain_row_create``)."""
     payload = image_arrays_to_bytes(arrays)
     sha256 = hashlib.sha256(payload).hexdigest()
-    _check_new_content(sha256, owner)
-    slug = _free_slug(name)
+    check_new_content(sha256, owner)
+    slug = free_slug(name)
     counts = arrays.class_counts()
-    classes = [
-        {"name": n, "group": g, "count": int(c)}
-        for n, g, c in zip(arrays.class_names, arrays.class_groups, counts, strict=True)
-    ]
-    groups = [
-        {"name": group, "class_count": sum(1 for g in arrays.class_groups if g == group)}
-        for group in arrays.groups
-    ]
-    stored: list[str] = []
-    try:
-        wanted = {f"domains/{slug}/arrays.npz": payload}
-        for index, example in enumerate(_first_examples(arrays)):
-            wanted[f"domains/{slug}/thumbs/{index}.png"] = thumbnail_png(arrays.images[example])
-        for artifact_name, content in wanted.items():
-            saved = artifact_save(artifact_name, content)
-            stored.append(saved.name)
-            if saved.name != artifact_name:
-                raise InvalidInput(
-                    f"another import of a domain named {name!r} is running; try again", field="name"
-                )
-        with transaction.atomic():
-            domain = SourceDomain.objects.create(
-                name=name,
-                slug=slug,
-                modality=SourceDomain.Modality.IMAGE_CLASSIFICATION,
-                description=description,
-                citation=citation,
-                license=license,
-                origin=origin,
-                source_url=source_url,
-                content_sha256=sha256,
-                class_count=arrays.num_classes,
-                example_count=int(counts.sum()),
-                classes=classes,
-                class_groups=groups,
-                arrays_file=stored[0],
-                arrays_size=len(payload),
-                owner=owner,
-                visibility=visibility,
-            )
-            catalog_changed_on_commit()
-    except IntegrityError as exc:
-        artifacts_delete(stored)
-        raise InvalidInput(
-            f"a domain named {name!r} or with the same content was just added", field="name"
-        ) from exc
-    except BaseException:
-        artifacts_delete(stored)
-        raise
-    return domain
+    files = {f"domains/{slug}/arrays.npz": payload}
+    for index, example in enumerate(_first_examples(arrays)):
+        files[f"domains/{slug}/thumbs/{index}.png"] = thumbnail_png(arrays.images[example])
+    return domain_row_create(
+        files=files,
+        name=name,
+        slug=slug,
+        owner=owner,
+        modality=SourceDomain.Modality.IMAGE_CLASSIFICATION,
+        content_sha256=sha256,
+        class_count=arrays.num_classes,
+        example_count=int(counts.sum()),
+        classes=[
+            {"name": n, "group": g, "count": int(c)}
+            for n, g, c in zip(arrays.class_names, arrays.class_groups, counts, strict=True)
+        ],
+        class_groups=class_group_rows(arrays.class_groups),
+        **entry,
+    )

@@ -24,7 +24,7 @@ def default_split(*, domain: SourceDomain, seed: int = 0) -> dict:
     leave enough meta-test classes for 5-way episodes. Function domains get
     ``{"by": "seed"}``: train and test tasks come from disjoint seed streams.
     """
-    if not domain.is_image:
+    if not domain.is_classification:
         return {"by": "seed"}
     by = "group" if domain.class_groups else "class"
     names = [g["name"] for g in domain.class_groups] if by == "group" else [c["name"] for c in domain.classes]
@@ -51,7 +51,7 @@ def split_classes(*, domain: SourceDomain, split: dict, part: str) -> list[int]:
 
 def split_summary(*, domain: SourceDomain, split: dict) -> str:
     """The split in words: "meta-train 3 groups (70 classes) · meta-val … · meta-test …"."""
-    if not domain.is_image:
+    if not domain.is_classification:
         return "train and test tasks drawn from disjoint seed streams"
     unit = "groups" if split.get("by") == "group" else "classes"
     parts = []
@@ -66,7 +66,7 @@ def split_summary(*, domain: SourceDomain, split: dict) -> str:
 
 
 def _check_split(*, domain: SourceDomain, split: dict) -> None:
-    if not domain.is_image:
+    if not domain.is_classification:
         if split.get("by") != "seed":
             raise InvalidInput('function domains split tasks by seed: use {"by": "seed"}', field="split")
         return
@@ -102,7 +102,7 @@ def _check_shape(
     for field, value in (("n_way", n_way), ("k_shot", k_shot), ("query_size", query_size)):
         if value > MAX_POSITIVE_INT:
             raise InvalidInput(f"{field} must be at most {MAX_POSITIVE_INT}, got {value}", field=field)
-    if not domain.is_image:
+    if not domain.is_classification:
         return
     if n_way < 2:
         raise InvalidInput(f"n_way must be at least 2, got {n_way}", field="n_way")
@@ -177,7 +177,7 @@ def _task_spec_fields(
         query_size=query_size,
         within_group=within_group,
     )
-    if not domain.is_image:
+    if not domain.is_classification:
         n_way = 1
     shape = {
         "split": split,

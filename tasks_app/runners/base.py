@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from learning.artifacts import artifact_read
 from learning.builtin_domains import family_params
 from learning.engine.checkpoints import CheckpointStore
-from learning.engine.data import load_image_arrays
+from learning.engine.data import load_image_arrays, load_text_arrays
 from learning.engine.experiments import EpisodePlan, Hooks
 from learning.engine.functions import FunctionFamily
 from learning.engine.progress import ProgressFn, StopFn
@@ -81,16 +81,20 @@ class JobRunner:
 
 
 def domain_data(domain: SourceDomain):
-    """The engine's data object for a domain: image arrays, or a function family."""
+    """The engine's data object for a domain: image arrays, text embeddings, or a function family."""
     if domain.is_image:
         return load_image_arrays(io.BytesIO(artifact_read(domain.arrays_file)))
+    if domain.is_text:
+        return load_text_arrays(io.BytesIO(artifact_read(domain.arrays_file)))
     return FunctionFamily.from_spec(*family_params(domain.generator))
 
 
 def episode_plan(job: Job) -> EpisodePlan:
     """The held-out episodes of the job's task spec: its meta-test classes, ``eval_episodes`` of them."""
     spec, domain = job.task_spec, job.domain
-    classes = split_classes(domain=domain, split=spec.split, part="meta_test") if domain.is_image else []
+    classes = (
+        split_classes(domain=domain, split=spec.split, part="meta_test") if domain.is_classification else []
+    )
     return EpisodePlan(
         n_way=spec.n_way,
         k_shot=spec.k_shot,

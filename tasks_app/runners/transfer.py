@@ -24,7 +24,7 @@ from tasks_app.runners.results import evaluations_record, trained_model_register
 def _source_class_names(model: MetaModel) -> list[str]:
     """Names of the classes a catalog model was meta-trained on (empty when unknown)."""
     spec = model.task_spec
-    if spec is None or not spec.domain.is_image:
+    if spec is None or not spec.domain.is_classification:
         return []
     return [
         spec.domain.classes[i]["name"]

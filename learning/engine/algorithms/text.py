@@ -28,8 +28,7 @@ Defaults were chosen on CLINC150 (100 intents to meta-train, 50 held out, 5-way 
 ``benchmarks/text_fewshot.py``); there no meta-trained net beat nearest class mean on the
 frozen embeddings themselves, which the benchmark reports next to them.
 
-The site does not launch them yet (:data:`OFFERED`): text domains need their import and
-embedding job first. The transfer methods stay image-only (their nets are Conv4s).
+The site offers them on text domains (:data:`OFFERED`), whose import embeds every text once.
 """
 
 from __future__ import annotations
@@ -58,8 +57,8 @@ from learning.engine.model_configs import EVAL_INNER_LR, EVAL_INNER_STEPS, MLP_H
 from learning.engine.nets import TEXT_ARCH
 from learning.engine.params import param, section
 
-OFFERED = False
-"""Whether the site's forms and API offer the text algorithms (on once text domains can be imported)."""
+OFFERED = True
+"""Whether the site's forms and API offer the text algorithms."""
 
 
 @dataclass(frozen=True)
