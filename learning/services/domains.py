@@ -93,6 +93,22 @@ def domain_import(
             raise InvalidInput(f"the URL is longer than {URL_MAX} characters", field="source")
         arrays = read_url(source, limits=limits, **callbacks)
         origin, source_url = SourceDomain.Origin.URL, source
+    elif isinstance(source, str | os.PathLike) and is_text_file(str(source)):
+        try:
+            file = open(source, "rb")  # noqa: SIM115 (closed below, after the import reads it)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source}: {exc.strerror}", field="source") from exc
+        with file:
+            return text_domain_import(
+                source=file,
+                name=name,
+                owner=owner,
+                visibility=visibility,
+                description=description,
+                citation=citation,
+                license=license,
+                **callbacks,
+            )
     elif isinstance(source, str | os.PathLike):
         arrays = read_path(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
