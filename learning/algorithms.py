@@ -35,26 +35,41 @@ def transfer_methods() -> list[AlgorithmEntry]:
 
 def image_model_algorithms() -> tuple[str, ...]:
     """Algorithms with models that are Conv4 image backbones: those that transfer and can be scored."""
-    return tuple(dict.fromkeys(e.name for e in _image_entries()))
+    return tuple(dict.fromkeys(e.name for e in _classifier_entries("image")))
+
+
+def classifier_models(models: QuerySet[MetaModel], domain: str) -> QuerySet[MetaModel]:
+    """The classifiers of ``domain`` data (``image`` or ``text``) among ``models``: the algorithm and
+    the architecture must both be one of that domain, since a name like ``maml`` trains several nets."""
+    entries = _classifier_entries(domain)
+    return models.filter(
+        algorithm__in={e.name for e in entries}, architecture__in={e.model["arch"] for e in entries}
+    )
 
 
 def image_models(models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
-    """The image-backbone models among ``models``: the algorithm and the architecture must both be
-    an image one, since a name like ``maml`` also trains MLPs on functions."""
-    return models.filter(algorithm__in=image_model_algorithms(), architecture__in=_image_archs())
+    """The image-backbone models among ``models`` (see :func:`classifier_models`)."""
+    return classifier_models(models, "image")
+
+
+def model_domain(model: MetaModel) -> str | None:
+    """``image`` or ``text`` for a model that classifies that kind of data, else None."""
+    for domain in ("image", "text"):
+        entries = _classifier_entries(domain)
+        if model.algorithm in {e.name for e in entries} and model.architecture in {
+            e.model["arch"] for e in entries
+        }:
+            return domain
+    return None
 
 
 def is_image_model(model: MetaModel) -> bool:
     """Whether ``model`` has an image backbone (see :func:`image_models`)."""
-    return model.algorithm in image_model_algorithms() and model.architecture in _image_archs()
+    return model_domain(model) == "image"
 
 
-def _image_entries() -> list[AlgorithmEntry]:
-    return [e for e in REGISTRY.values() if e.domain == "image" and e.classify]
-
-
-def _image_archs() -> set[str]:
-    return {e.model["arch"] for e in _image_entries()}
+def _classifier_entries(domain: str) -> list[AlgorithmEntry]:
+    return [e for e in REGISTRY.values() if e.domain == domain and e.classify and "arch" in e.model]
 
 
 def form_settings(entry: AlgorithmEntry) -> list[FormParam]:

@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from learning import selectors as catalog
-from learning.algorithms import is_image_model
+from learning.algorithms import is_image_model, model_domain
 from learning.artifacts import artifacts_delete
 from learning.errors import InvalidInput
 from learning.models import SourceDomain, TaskSpec, Visibility
@@ -156,8 +156,11 @@ def job_create_evaluate(
         model = catalog.metamodel_get(user=owner, pk=int(model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {model_id!r}", field="model") from exc
-    if not is_image_model(model):
-        raise InvalidInput(f"{model.algorithm!r} models are not evaluated on image episodes", field="model")
+    kind = model_domain(model)
+    if kind is None:
+        raise InvalidInput(
+            f"{model.algorithm!r} models are not evaluated on classification episodes", field="model"
+        )
     if task_spec_id in (None, ""):
         if model.task_spec is None:
             raise InvalidInput("the model has no task spec of its own; name one", field="task_spec")
@@ -165,8 +168,12 @@ def job_create_evaluate(
     spec = catalog.task_spec_list(user=owner).filter(pk=task_spec_id).first()
     if spec is None:
         raise InvalidInput(f"no task spec {task_spec_id!r}", field="task_spec")
-    if not spec.domain.is_image:
-        raise InvalidInput("evaluation jobs run on image domains", field="task_spec")
+    if spec.domain.engine_domain != kind:
+        raise InvalidInput(
+            f"this {kind} model is evaluated on {kind} domains; task spec {spec.pk} is over a "
+            f"{spec.domain.get_modality_display().lower()} domain",
+            field="task_spec",
+        )
     job = Job.objects.create(
         kind=Job.Kind.EVALUATE,
         owner=owner,
