@@ -28,9 +28,10 @@ def meta_train_algorithms(domain: str | None = None) -> list[AlgorithmEntry]:
     return offered("meta_train", domain)
 
 
-def transfer_methods() -> list[AlgorithmEntry]:
-    """The transfer methods the site runs (each compared with the ``scratch`` baseline)."""
-    return offered("transfer")
+def transfer_methods(domain: str | None = None) -> list[AlgorithmEntry]:
+    """The transfer methods the site runs (each compared with the ``scratch`` baseline) onto targets
+    of the engine's kind ``domain`` (``image`` or ``text``; None: all)."""
+    return offered("transfer", domain)
 
 
 def image_model_algorithms() -> tuple[str, ...]:
@@ -47,9 +48,9 @@ def classifier_models(models: QuerySet[MetaModel], domain: str) -> QuerySet[Meta
     )
 
 
-def image_models(models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
-    """The image-backbone models among ``models`` (see :func:`classifier_models`)."""
-    return classifier_models(models, "image")
+def transferable_models(models: QuerySet[MetaModel]) -> QuerySet[MetaModel]:
+    """The models among ``models`` with a backbone to transfer: image and text classifiers."""
+    return classifier_models(models, "image") | classifier_models(models, "text")
 
 
 def model_domain(model: MetaModel) -> str | None:
@@ -61,11 +62,6 @@ def model_domain(model: MetaModel) -> str | None:
         }:
             return domain
     return None
-
-
-def is_image_model(model: MetaModel) -> bool:
-    """Whether ``model`` has an image backbone (see :func:`image_models`)."""
-    return model_domain(model) == "image"
 
 
 def _classifier_entries(domain: str) -> list[AlgorithmEntry]:

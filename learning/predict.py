@@ -41,7 +41,6 @@ from learning.heavy_work import raise_if_stopped, should_stop
 from learning.images import THUMBNAIL_SIZE, normalize_image, thumbnail_png
 from learning.models import MetaModel
 from learning.predictors import fixed_ways, input_kind, predict_kind, predictor_load
-from learning.text_files import MAX_TEXT_CHARS
 
 MAX_SUPPORT = 100
 MAX_QUERY = 500
@@ -148,7 +147,7 @@ def read_images(uploads: Sequence[Upload], *, field: str) -> tuple[np.ndarray, l
     return np.stack(images), names
 
 
-def _labels(support_labels: Sequence[Any], count: int) -> tuple[list[str], list[int]]:
+def label_indices(support_labels: Sequence[Any], count: int) -> tuple[list[str], list[int]]:
     """``(distinct labels in first-seen order, index of each support's label)``."""
     if len(support_labels) != count:
         raise InvalidInput(
@@ -189,8 +188,8 @@ def predict_classification(
         raise InvalidInput("at least one query image is required", field="query")
     if len(query) > MAX_QUERY:
         raise InvalidInput(f"at most {MAX_QUERY} query images, got {len(query)}", field="query")
-    labels, label_index = _labels(support_labels, len(support))
-    _check_ways(model, labels)
+    labels, label_index = label_indices(support_labels, len(support))
+    check_ways(model, labels)
     support_images, _ = read_images(support, field="support")
     query_images, query_names = read_images(query, field="query")
     predictor = predictor_load(model=model)
@@ -208,110 +207,7 @@ def predict_classification(
     )
 
 
-# --- Text classification ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TextClassificationResult:
-    """Probabilities ``(Q, N)`` over ``labels`` for each query text."""
-
-    model: MetaModel
-    labels: list[str]
-    probabilities: np.ndarray
-    queries: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        """The API's response body: predictions in query order, each naming its query text."""
-        return {
-            "model": self.model.pk,
-            "algorithm": self.model.algorithm,
-            "task": CLASSIFICATION,
-            "labels": self.labels,
-            "predictions": [
-                {
-                    "query": text,
-                    "label": self.labels[int(row.argmax())],
-                    "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
-                }
-                for text, row in zip(self.queries, self.probabilities, strict=True)
-            ],
-        }
-
-    def rows(self, top: int = 3) -> list[dict[str, Any]]:
-        """For the page: each query text, its label and top probabilities."""
-        out = []
-        for text, row in zip(self.queries, self.probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[:top]
-            out.append(
-                {
-                    "name": text,
-                    "label": self.labels[int(order[0])],
-                    "top": [(self.labels[int(i)], float(row[i])) for i in order],
-                }
-            )
-        return out
-
-
-def _texts(values: Any, *, field: str, limit: int) -> list[str]:
-    if not isinstance(values, list | tuple):
-        raise InvalidInput(f"{field} must be a list of texts", field=field)
-    if len(values) > limit:
-        raise InvalidInput(f"at most {limit} {field} texts, got {len(values)}", field=field)
-    texts = []
-    for n, value in enumerate(values):
-        text = value.strip() if isinstance(value, str) else None
-        if not text:
-            raise InvalidInput(f"{field}[{n}] must be a non-empty text", field=field)
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidInput(f"{field}[{n}] is longer than {MAX_TEXT_CHARS} characters", field=field)
-        texts.append(text)
-    return texts
-
-
-def predict_text_classification(
-    *, model: MetaModel, support: Sequence[Any], support_labels: Sequence[Any], query: Sequence[Any]
-) -> TextClassificationResult:
-    """Label each ``query`` text given the labeled ``support`` texts; raises ``InvalidInput``.
-
-    Texts are embedded by the same frozen sentence encoder as the model's training domain
-    (loaded once per process, seconds the first time).
-    """
-    # The encoder's libraries take seconds to import: only text predictions pay for them.
-    from learning.engine.text_encoder import EmbeddingStopped, embed_texts
-
-    if input_kind(model=model) != "text":
-        raise InvalidInput("this model does not classify texts", field="support")
-    support_texts = _texts(support, field="support", limit=MAX_SUPPORT)
-    query_texts = _texts(query, field="query", limit=MAX_QUERY)
-    if not support_texts:
-        raise InvalidInput("at least 2 support texts (with labels) are required", field="support")
-    if not query_texts:
-        raise InvalidInput("at least one query text is required", field="query")
-    labels, label_index = _labels(support_labels, len(support_texts))
-    _check_ways(model, labels)
-    try:
-        embeddings = embed_texts(support_texts + query_texts, should_stop=should_stop)
-    except EmbeddingStopped:
-        raise_if_stopped()
-        raise
-    predictor = predictor_load(model=model)
-    try:
-        probabilities = engine.classify(
-            predictor,
-            embeddings[: len(support_texts)],
-            label_index,
-            embeddings[len(support_texts) :],
-            should_stop=should_stop,
-        )
-    except engine.PredictStopped:
-        raise_if_stopped()
-        raise
-    except engine.PredictError as exc:
-        raise InvalidInput(exc.message, field=exc.field) from exc
-    return TextClassificationResult(model, labels, probabilities, query_texts)
-
-
-def _check_ways(model: MetaModel, labels: list[str]) -> None:
+def check_ways(model: MetaModel, labels: list[str]) -> None:
     ways = fixed_ways(model=model)
     if ways is not None and len(labels) != ways:
         raise InvalidInput(
@@ -319,21 +215,6 @@ def _check_ways(model: MetaModel, labels: list[str]) -> None:
             f"so the support set needs exactly {ways} distinct labels, got {len(labels)}",
             field="support_labels",
         )
-
-
-def text_payload(payload: Any) -> dict[str, Any]:
-    """``{"support": [{"text", "label"}, ...], "query": [text, ...]}`` as keyword arguments of
-    :func:`predict_text_classification`."""
-    if not isinstance(payload, Mapping):
-        raise InvalidInput('send a JSON object {"support": [{"text": ..., "label": ...}], "query": [...]}')
-    support, query = payload.get("support"), payload.get("query")
-    if not isinstance(support, list) or not all(isinstance(s, Mapping) for s in support):
-        raise InvalidInput('"support" must be a list of {"text": ..., "label": ...} objects', field="support")
-    return {
-        "support": [s.get("text") for s in support],
-        "support_labels": [s.get("label") for s in support],
-        "query": query,
-    }
 
 
 # --- Regression ------------------------------------------------------------------------

@@ -22,12 +22,11 @@ from learning.predict import (
     MAX_SUPPORT,
     ClassificationResult,
     RegressionResult,
-    TextClassificationResult,
     Upload,
     predict_classification,
     predict_regression,
-    predict_text_classification,
 )
+from learning.predict_text import TextClassificationResult, predict_text_classification
 from learning.predictors import fixed_ways, input_kind, predict_kind
 
 MAX_ROWS = MAX_SUPPORT

@@ -1,6 +1,7 @@
 """Source recommendation: rank KB models for a target domain by cheap transferability scores.
 
-Scores come from the source models' features of a few labeled target examples, in
+Scores come from the source models' features of a few labeled target examples (images, or
+a text domain's sentence embeddings, for models of the same kind), in
 seconds and before any training: LogME for every model, and LEEP and NCE where the
 model has a classifier head. Where transfer gains on the target were already measured,
 the ranking's Kendall tau against them says how far the scores can be trusted. A model
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from learning import selectors
-from learning.algorithms import image_models
+from learning.algorithms import classifier_models
 from learning.artifacts import artifact_read
 from learning.errors import InvalidInput
 from learning.models import Evaluation, MetaModel, SourceDomain
@@ -50,59 +51,59 @@ class Ranking:
 
 
 def _target_sample(target: SourceDomain) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)``: up to ``EXAMPLES_PER_CLASS`` examples of each of the first ``MAX_CLASSES``."""
-    from learning.engine.data import load_image_arrays
+    """``(examples, labels)``: up to ``EXAMPLES_PER_CLASS`` examples of each of the first
+    ``MAX_CLASSES``, images ``(M, H, W)`` uint8 or, for a text domain, embeddings ``(M, D)`` float32."""
+    from learning.engine.data import load_image_arrays, load_text_arrays
 
-    arrays = load_image_arrays(io.BytesIO(artifact_read(target.arrays_file)))
+    blob = io.BytesIO(artifact_read(target.arrays_file))
+    arrays = load_text_arrays(blob) if target.is_text else load_image_arrays(blob)
     picked = [idx[:EXAMPLES_PER_CLASS] for idx in arrays.indices_by_class()[:MAX_CLASSES]]
     labels = np.concatenate([np.full(len(idx), c) for c, idx in enumerate(picked)])
-    return arrays.images[np.concatenate(picked)], labels
+    examples = arrays.embeddings if target.is_text else arrays.images
+    return examples[np.concatenate(picked)], labels
 
 
 def _scores(
-    model: MetaModel, images: np.ndarray, labels: np.ndarray
+    model: MetaModel, examples: np.ndarray, labels: np.ndarray
 ) -> tuple[float, float | None, float | None]:
-    import torch
+    from scipy.special import softmax
     from torch import nn
 
-    from learning.engine.transferability import features_of, leep, logme, nce
+    from learning.engine.transferability import features_of, leep, logme, nce, outputs_of
 
     net = net_load(model=model)
-    score = logme(features_of(net, images), labels)
+    score = logme(features_of(net, examples), labels)
     head = getattr(net, "classifier", None) or getattr(net, "head", None)
     if not isinstance(head, nn.Linear):
         return score, None, None
-    with torch.no_grad():
-        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-        logits = torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)]).double()
-    probs = torch.softmax(logits, dim=1).numpy()
+    probs = softmax(outputs_of(net, examples), axis=1)
     return score, leep(probs, labels), nce(probs.argmax(axis=1), labels)
 
 
 def recommend_sources(*, user, target: SourceDomain, shots: int = 5) -> Ranking:
-    """Rank the image models ``user`` may see for ``target``, best LogME first (models
-    meta-trained on ``target`` itself after the others).
+    """Rank the models ``user`` may see of the target's kind (image or text classifiers) for
+    ``target``, best LogME first (models meta-trained on ``target`` itself after the others).
 
-    Raises :class:`InvalidInput` for a target that is not an image domain: the scores
-    need images the source models can embed.
+    Raises :class:`InvalidInput` for a function domain: the scores need labeled examples
+    the source models can embed.
     """
     from learning.engine.transferability import kendall_tau
 
-    if target.modality != SourceDomain.Modality.IMAGE_CLASSIFICATION:
+    if not target.is_classification:
         raise InvalidInput(
             f"{target.name} is a {target.get_modality_display().lower()} domain; sources are ranked "
-            "for image domains only",
+            "for image and text domains only",
             field="domain",
         )
-    images, labels = _target_sample(target)
-    models = image_models(selectors.metamodel_list(user=user))[:MAX_MODELS]
+    examples, labels = _target_sample(target)
+    models = classifier_models(selectors.metamodel_list(user=user), target.engine_domain)[:MAX_MODELS]
     matrix = selectors.transfer_matrix(user=user, shots=shots)
     measured = {source_id: e for (source_id, domain_id), e in matrix.cells.items() if domain_id == target.pk}
 
     def recommend(model: MetaModel) -> Recommendation:
         return Recommendation(
             model,
-            *_scores(model, images, labels),
+            *_scores(model, examples, labels),
             measured_gain=measured.get(model.pk),
             trained_on_target=any(d.pk == target.pk for d in model.trained_on.all()),
         )

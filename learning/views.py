@@ -311,7 +311,7 @@ def transfer_matrix(request: HttpRequest) -> HttpResponse:
 def transfer_recommend(request: HttpRequest) -> HttpResponse:
     targets = (
         selectors.domain_list(user=request.user)
-        .filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION)
+        .exclude(modality=SourceDomain.Modality.FUNCTION_REGRESSION)
         .order_by("name")
     )
     slug = request.GET.get("domain", "")

@@ -100,7 +100,7 @@ class TransferMethodExtension(OpenApiSerializerFieldExtension):
     def map_serializer_field(self, auto_schema, direction):
         return {
             "type": "string",
-            "enum": [e.name for e in transfer_methods()],
+            "enum": list(dict.fromkeys(e.name for e in transfer_methods())),
             "description": "for transfer jobs",
         }
 

@@ -78,7 +78,7 @@ def transfer_config_for(
     task_spec: TaskSpec,
 ) -> dict[str, Any]:
     """The complete engine config of a transfer run onto the task spec's meta-train classes of the target."""
-    offered = [entry.name for entry in transfer_methods()]
+    offered = [entry.name for entry in transfer_methods(target_domain.engine_domain)]
     if method not in offered:
         raise InvalidInput(
             f"unknown transfer method {method!r}; choose one of {', '.join(offered)}", field="method"
@@ -87,6 +87,7 @@ def transfer_config_for(
     config = {
         "algorithm": method,
         **hyperparameters,
+        "domain": target_domain.engine_domain,
         "target": {
             "train_classes": split_classes(domain=target_domain, split=task_spec.split, part="meta_train")
         },

@@ -205,7 +205,8 @@ class TransferForm(SettingsMixin, forms.Form):
         self.fields["task_spec"].choices = [("", "— define a new one below —")] + [
             (str(s.pk), f"{s.name} · {s.domain.name} (#{s.pk})") for s in task_specs
         ]
-        methods = transfer_methods()
+        # One choice and one set of settings per method: the text variants take the same names.
+        methods = transfer_methods("image")
         self.fields["method"].choices = [(m.name, m.label) for m in methods]
         self.add_setting_fields(methods)
 

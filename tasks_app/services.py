@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from learning import selectors as catalog
-from learning.algorithms import is_image_model, model_domain
+from learning.algorithms import model_domain
 from learning.artifacts import artifacts_delete
 from learning.errors import InvalidInput
 from learning.models import SourceDomain, TaskSpec, Visibility
@@ -214,16 +214,21 @@ def job_create_transfer(
         source = catalog.metamodel_get(user=owner, pk=int(source_model_id))
     except (Http404, TypeError, ValueError) as exc:
         raise InvalidInput(f"no model {source_model_id!r}", field="source_model") from exc
-    if not is_image_model(source):
+    kind = model_domain(source)
+    if kind is None:
         raise InvalidInput(
-            f"{source.algorithm!r} models have no image backbone to transfer", field="source_model"
+            f"{source.algorithm!r} models have no image or text backbone to transfer", field="source_model"
         )
     try:
         target = catalog.domain_get(user=owner, slug=target_domain_slug)
     except Http404 as exc:
         raise InvalidInput(f"no domain {target_domain_slug!r}", field="domain") from exc
-    if not target.is_image:
-        raise InvalidInput("transfer targets are image domains", field="domain")
+    if target.engine_domain != kind:
+        raise InvalidInput(
+            f"this {kind} model transfers to {kind} domains; {target.name!r} is a "
+            f"{target.get_modality_display().lower()} domain",
+            field="domain",
+        )
     visibility = _visibility(visibility, source, target)
     eval_episodes = _eval_episodes(eval_episodes)
     spec = _task_spec_for(

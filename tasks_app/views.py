@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from learning import selectors as catalog
-from learning.algorithms import image_models
+from learning.algorithms import transferable_models
 from learning.config_table import config_rows, engine_defaults
 from learning.errors import InvalidInput
 from learning.models import SourceDomain
@@ -81,10 +81,10 @@ def job_launch(request: HttpRequest) -> HttpResponse:
 def job_transfer(request: HttpRequest) -> HttpResponse:
     user = request.user
     choices = {
-        "models": image_models(catalog.metamodel_list(user=user)).order_by("name"),
-        "domains": catalog.domain_list(user=user).filter(modality=SourceDomain.Modality.IMAGE_CLASSIFICATION),
-        "task_specs": catalog.task_spec_list(user=user).filter(
-            domain__modality=SourceDomain.Modality.IMAGE_CLASSIFICATION
+        "models": transferable_models(catalog.metamodel_list(user=user)).order_by("name"),
+        "domains": catalog.domain_list(user=user).exclude(modality=SourceDomain.Modality.FUNCTION_REGRESSION),
+        "task_specs": catalog.task_spec_list(user=user).exclude(
+            domain__modality=SourceDomain.Modality.FUNCTION_REGRESSION
         ),
     }
     initial = {"source_model": request.GET.get("source_model", ""), "domain": request.GET.get("domain", "")}

@@ -28,7 +28,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from learning import predict
+from learning import predict, predict_text
 from learning.errors import InvalidInput
 from learning.heavy_work import run_heavy
 from learning.models import MetaModel
@@ -158,7 +158,7 @@ def _predict(request: Request, model: MetaModel):
                 'this model classifies texts: send JSON {"support": [{"text": ..., "label": ...}], '
                 '"query": [...]}'
             )
-        return predict.predict_text_classification(model=model, **predict.text_payload(data))
+        return predict_text.predict_text_classification(model=model, **predict_text.text_payload(data))
     if kind == "image":
         if not is_multipart:
             raise InvalidInput(

@@ -281,7 +281,8 @@ def transfer_and_compare(
 
     Both runs train ``config["steps"]`` steps; their events are reported as phases
     ``transferring`` then ``baseline``, steps counted across both (``total`` is twice the
-    steps). Both models are then scored on the plan's held-out classes at every shot count
+    steps). Both models are then scored on the plan's held-out classes of the target (an image
+    domain, or a text domain of sentence embeddings with a text source) at every shot count
     of ``shots`` (``plan.k_shot`` is replaced), on identical episodes, and compared
     episode by episode.
     """

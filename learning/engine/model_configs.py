@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from learning.engine.config import ConfigError
-from learning.engine.nets import TEXT_ARCH
+from learning.engine.nets import TEXT_ARCH, TEXT_TRANSFER_ARCH
 from learning.engine.neural_process_nets import ARCH as NP_ARCH
 from learning.engine.params import Param, as_dict, param, parse
 from learning.engine.statistician_nets import ARCH as STATISTICIAN_ARCH
@@ -109,6 +109,17 @@ class TextMLPModel:
 
 
 @dataclass(frozen=True)
+class TextTransferNetModel:
+    """An MLP backbone over sentence embeddings with a linear classifier over a transfer run's classes."""
+
+    arch: str = param(TEXT_TRANSFER_ARCH, choices=(TEXT_TRANSFER_ARCH,))
+    in_features: int = EMBEDDING_FEATURES.field(384)
+    hidden: tuple[int, ...] = MLP_HIDDEN.field((256,))
+    final_relu: bool = param(False, help="a ReLU after the backbone's last layer (a MAML-family body)")
+    classes: int = CLASSES.field(1)
+
+
+@dataclass(frozen=True)
 class NPNetSection:
     """The networks of a Neural Process (:class:`NPConfig` without ``kind`` and the data's sizes)."""
 
@@ -153,6 +164,7 @@ MODEL_CONFIGS: dict[str, type] = {
     "conv4_transfer": TransferNetModel,
     "mlp": MLPModel,
     TEXT_ARCH: TextMLPModel,
+    TEXT_TRANSFER_ARCH: TextTransferNetModel,
     NP_ARCH: NeuralProcessModel,
     STATISTICIAN_ARCH: StatisticianModel,
 }
@@ -188,5 +200,6 @@ __all__ = [
     "NPNetSection",
     "StatisticianNetSection",
     "TextMLPModel",
+    "TextTransferNetModel",
     "parse_model_config",
 ]

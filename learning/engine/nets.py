@@ -1,5 +1,5 @@
 """Networks: Siamese and transfer nets on the Conv4 backbone, the 2x40 MLP, the MLP over sentence
-embeddings (:class:`TextMLP`), and :func:`build_model`.
+embeddings (:class:`TextMLP`) and its transfer net (:class:`TextTransferNet`), and :func:`build_model`.
 
 The Conv4 backbone and its batch-statistics normalization live in :mod:`learning.engine.conv4`
 (re-exported here). Whose statistics: a prediction must not depend on the other queries it is asked with, so
@@ -122,14 +122,31 @@ class SiameseNet(nn.Module):
         return self.scorer((a - b).abs()).squeeze(-1)
 
 
-class TransferNet(nn.Module):
-    """A Conv4 backbone (no head) and a linear classifier over ``classes`` target (and source) classes.
+class BackboneClassifier(nn.Module):
+    """A backbone (no head) and a linear ``classifier`` over a transfer run's target (and source) classes.
 
-    The net of every transfer method (:mod:`learning.engine.algorithms.transfer`).
+    The net of every transfer method (:mod:`learning.engine.algorithms.transfer`): a Conv4 over
+    images (:class:`TransferNet`) or an MLP over sentence embeddings (:class:`TextTransferNet`).
     ``embed`` gives the backbone features ``(B, feature_dim)``; ``forward`` the logits ``(B, classes)``.
     The classifier is not called ``head`` on purpose: the few-shot evaluation refuses a net whose
     ``head`` does not match the episode's N, and this classifier is for the training classes only.
     """
+
+    backbone: nn.Module
+    classifier: nn.Linear
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Backbone features ``(B, feature_dim)`` of inputs ``(B, ...)``."""
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, classes)``."""
+        return self.classifier(self.embed(x))
+
+
+class TransferNet(BackboneClassifier):
+    """A Conv4 backbone (no head) and a linear classifier over ``classes`` classes; images ``(B, C, H, W)``
+    in, logits ``(B, classes)`` out."""
 
     def __init__(
         self, in_channels: int = 1, hidden: int = 64, layers: int = 4, image_size: int = 28, classes: int = 1
@@ -138,13 +155,31 @@ class TransferNet(nn.Module):
         self.backbone = Conv4(in_channels, hidden, layers, image_size, out_features=0)
         self.classifier = nn.Linear(self.backbone.feature_dim, classes)
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Backbone features ``(B, feature_dim)`` of images ``(B, C, H, W)``."""
-        return self.backbone(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, classes)``."""
-        return self.classifier(self.embed(x))
+def mlp_body(in_features: int, hidden: tuple[int, ...], final_relu: bool) -> nn.Sequential:
+    """Linear layers ``in -> hidden[0] -> ... -> hidden[-1]`` with a ReLU between them, and after the
+    last one when ``final_relu``; maps ``(..., in_features)`` to ``(..., hidden[-1])``."""
+    if not hidden:
+        raise ValueError("a text MLP needs at least one hidden width")
+    layers: list[nn.Module] = []
+    width = in_features
+    for i, h in enumerate(hidden):
+        layers.append(nn.Linear(width, h))
+        if final_relu or i < len(hidden) - 1:
+            layers.append(nn.ReLU())
+        width = h
+    return nn.Sequential(*layers)
+
+
+class TextTransferNet(BackboneClassifier):
+    """An MLP backbone over sentence embeddings ``(B, in_features)`` (a :class:`TextMLP`'s body:
+    ``final_relu`` as a MAML-family body, without as a ProtoNet's) and a linear classifier over
+    ``classes`` classes; ``embed`` gives ``(B, hidden[-1])``."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], final_relu: bool, classes: int) -> None:
+        super().__init__()
+        self.backbone = mlp_body(in_features, hidden, final_relu)
+        self.classifier = nn.Linear(hidden[-1], classes)
 
 
 class MLP(nn.Module):
@@ -182,19 +217,10 @@ class TextMLP(nn.Module):
         self, in_features: int, hidden: tuple[int, ...], head: str = "none", out_features: int = 0
     ) -> None:
         super().__init__()
-        if not hidden:
-            raise ValueError("a text MLP needs at least one hidden width")
         if head not in ("none", "linear") or (head == "linear") != (out_features > 0):
             raise ValueError(f"head {head!r} with out_features {out_features} is not a text MLP")
-        layers: list[nn.Module] = []
-        width = in_features
-        for i, h in enumerate(hidden):
-            layers.append(nn.Linear(width, h))
-            if head == "linear" or i < len(hidden) - 1:
-                layers.append(nn.ReLU())
-            width = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_features) if head == "linear" else None
+        self.body = mlp_body(in_features, hidden, final_relu=head == "linear")
+        self.head = nn.Linear(hidden[-1], out_features) if head == "linear" else None
 
     def embed(self, x: Tensor) -> Tensor:
         """Features ``(..., hidden[-1])``."""
@@ -265,11 +291,26 @@ def _build_text_mlp(cfg: Mapping[str, Any]) -> nn.Module:
     )
 
 
+TEXT_TRANSFER_ARCH = "text_transfer"
+"""``model_config["arch"]`` of a :class:`TextTransferNet` (keys ``in_features``, ``hidden``,
+``final_relu``, ``classes``)."""
+
+
+def _build_text_transfer_net(cfg: Mapping[str, Any]) -> nn.Module:
+    return TextTransferNet(
+        int(cfg["in_features"]),
+        tuple(int(h) for h in cfg["hidden"]),
+        bool(cfg.get("final_relu", False)),
+        int(cfg["classes"]),
+    )
+
+
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "conv4": _build_conv4,
     "mlp": _build_mlp,
     TEXT_ARCH: _build_text_mlp,
     TRANSFER_ARCH: _build_transfer_net,
+    TEXT_TRANSFER_ARCH: _build_text_transfer_net,
     NP_ARCH: build_neural_process,
     STATISTICIAN_ARCH: build_statistician,
 }

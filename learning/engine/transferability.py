@@ -16,7 +16,8 @@ Higher is better for every score.
   Classification Tasks"): the negative conditional entropy ``-H(Y | Z)`` of the target
   labels given the source model's (argmax) labels, from their joint empirical distribution.
 
-:func:`features_of` extracts the features these scores need from any engine model, and
+:func:`features_of` extracts the features these scores need from any engine model (images, or
+sentence embeddings for a text model), :func:`outputs_of` a classifier's logits, and
 :func:`prototype_probabilities` turns a source model without a classifier head (e.g. a
 ProtoNet) into one over its source classes, for LEEP. :func:`kendall_tau` measures how
 well a score ranks sources by their measured transfer accuracy.
@@ -35,6 +36,46 @@ from torch import Tensor, nn
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def model_inputs(examples: np.ndarray | Tensor) -> Tensor:
+    """The float32 net inputs of a batch of examples of either kind of domain.
+
+    Images: ``(N, H, W)`` uint8 with ink high (an :class:`ImageArrays`' ``images``) become
+    ``(N, 1, H, W)`` in [0, 1]; float ``(N, H, W)`` or ``(N, C, H, W)`` already in [0, 1] are kept
+    (a channel added to 3-D ones). Sentence embeddings ``(N, D)`` float (a :class:`TextArrays`'
+    ``embeddings``) are kept as they are.
+    """
+    if isinstance(examples, np.ndarray):
+        if examples.dtype == np.uint8:
+            x = torch.from_numpy(examples.astype(np.float32) / 255.0)
+        else:
+            x = torch.from_numpy(np.asarray(examples, dtype=np.float32))
+    else:
+        x = examples.float()
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
+def _in_chunks(
+    model: nn.Module, fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, device: str | torch.device
+) -> np.ndarray:
+    """``fn`` of ``x`` in consecutive chunks of ``batch_size`` rows, with ``model`` in eval mode and no
+    gradients; the outputs flattened to ``(N, F)`` float64 (``(0, 0)`` for no rows)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    chunks: list[np.ndarray] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                part = fn(x[start : start + batch_size].to(device))
+                chunks.append(part.flatten(1).double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float64)
+    return np.concatenate(chunks)
+
+
 def features_of(
     model: nn.Module,
     images: np.ndarray | Tensor,
@@ -42,38 +83,28 @@ def features_of(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Features ``(N, D)`` float64 of ``images``: ``model.embed(x)`` when the model has it, else ``model(x)``.
+    """Features ``(N, F)`` float64 of examples: ``model.embed(x)`` when the model has it, else ``model(x)``.
 
-    ``images`` are ``(N, H, W)`` uint8 with ink high (an :class:`ImageArrays`' ``images``), or
-    float ``(N, C, H, W)`` already in [0, 1]. The engine's nets normalize with the statistics
-    of the batch they see, so features are computed in consecutive chunks of ``batch_size``
-    in the given order (the same input always gives the same features).
+    ``images`` are images or, for a text model (a ``text_mlp`` or text transfer net), sentence
+    embeddings ``(N, D)`` float32 (:func:`model_inputs` lists the forms). The image nets normalize
+    with the statistics of the batch they see, so features are computed in consecutive chunks of
+    ``batch_size`` in the given order (the same input always gives the same features).
     """
-    if isinstance(images, np.ndarray):
-        if images.dtype == np.uint8:
-            x = torch.from_numpy(images.astype(np.float32) / 255.0)
-        else:
-            x = torch.from_numpy(np.asarray(images, dtype=np.float32))
-    else:
-        x = images.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encode: Callable[[Tensor], Tensor] = model.embed if hasattr(model, "embed") else model  # type: ignore[assignment]
-    was_training = model.training
-    model.eval()
-    chunks: list[np.ndarray] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                part = encode(x[start : start + batch_size].to(device))
-                chunks.append(part.flatten(1).double().cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float64)
-    return np.concatenate(chunks)
+    return _in_chunks(model, encode, model_inputs(images), batch_size, device)
+
+
+def outputs_of(
+    model: nn.Module,
+    images: np.ndarray | Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """``model(x)`` ``(N, Z)`` float64 of the examples, as :func:`features_of` takes them: the logits of
+    a net with a classifier head (a transfer net, a MAML-family net), for :func:`leep` and :func:`nce`
+    (after a softmax); a head-less net gives its features."""
+    return _in_chunks(model, model, model_inputs(images), batch_size, device)
 
 
 def prototype_probabilities(
@@ -108,6 +139,10 @@ def _check_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+_PRECISION_MIN, _PRECISION_MAX = 1e-12, 1e12
+"""Bounds of LogME's precisions ``alpha`` and ``beta`` (see :func:`logme_evidence`)."""
+
+
 def logme_evidence(
     features: np.ndarray, y: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10
 ) -> tuple[float, float, float]:
@@ -116,8 +151,9 @@ def logme_evidence(
     ``features`` ``F`` is ``(N, D)``, ``y`` ``(N,)`` real. Runs LogME's fixed-point updates
     ``gamma = sum(beta s_i^2 / (alpha + beta s_i^2))``, ``alpha = gamma / m'm``,
     ``beta = (N - gamma) / ||y - F m||^2`` (MacKay's evidence approximation) from
-    ``alpha = beta = 1`` until the relative change of both is below ``tol``. Everything is
-    done in the thin SVD ``F = U diag(s) V'``, so one update costs ``O(min(N, D))``.
+    ``alpha = beta = 1`` (each kept within ``[1e-12, 1e12]``) until the relative change of both
+    is below ``tol``. Everything is done in the thin SVD ``F = U diag(s) V'``, so one update
+    costs ``O(min(N, D))``.
     Returns ``(log evidence / N, alpha, beta)``.
     """
     f = np.asarray(features, dtype=np.float64)
@@ -134,8 +170,10 @@ def logme_evidence(
         gamma = float((beta * s2 / denom).sum())
         m2 = float(((beta * s * z / denom) ** 2).sum())
         res2 = residual_out + float(((alpha * z / denom) ** 2).sum())
-        new_alpha = gamma / max(m2, 1e-300)
-        new_beta = (n - gamma) / max(res2, 1e-300)
+        # Kept inside [1e-12, 1e12]: with fewer examples than features (a text domain's sample),
+        # the one-vs-rest target can be fitted exactly and the updates run alpha to 0 otherwise.
+        new_alpha = min(max(gamma / max(m2, 1e-300), _PRECISION_MIN), _PRECISION_MAX)
+        new_beta = min(max((n - gamma) / max(res2, 1e-300), _PRECISION_MIN), _PRECISION_MAX)
         done = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
         alpha, beta = new_alpha, new_beta
         if done:
@@ -230,6 +268,8 @@ __all__ = [
     "leep",
     "logme",
     "logme_evidence",
+    "model_inputs",
     "nce",
+    "outputs_of",
     "prototype_probabilities",
 ]

@@ -34,6 +34,7 @@ DOMAIN_OF_ARCH = {
     "neural_process": "function",
     "statistician": "image",
     "text_mlp": "text",
+    "text_transfer": "text",
 }
 """The kind of data each architecture's models take."""
 

@@ -12,7 +12,7 @@ from learning.artifacts import artifact_read
 from learning.engine.algorithms.transfer import TransferData
 from learning.engine.experiments import transfer_and_compare
 from learning.errors import InvalidInput
-from learning.models import MetaModel, SourceDomain
+from learning.models import MetaModel
 from learning.services.task_specs import split_classes
 from tasks_app.checkpoints import ArtifactCheckpointStore
 from tasks_app.lifecycle import job_log_resumption
@@ -65,9 +65,7 @@ class TransferRunner(JobRunner):
         source = self.job.source_model
         source_data = None
         if self.job.config["engine"]["algorithm"] == "instance":
-            source_domain = source.trained_on.filter(
-                modality=SourceDomain.Modality.IMAGE_CLASSIFICATION
-            ).first()
+            source_domain = source.trained_on.filter(modality=self.job.domain.modality).first()
             if source_domain is None:
                 raise InvalidInput("instance transfer needs the source model's training domain")
             source_data = domain_data(source_domain)

@@ -143,7 +143,7 @@ def test_each_text_algorithm_has_a_text_variant_with_its_own_defaults(algorithm)
     assert "rotations" not in full and full["task"]["query"] == 15
     entry = get_entry(algorithm, data=clusters())
     assert entry.domain == "text" and entry.model["arch"] == "text_mlp" and entry.classify is not None
-    assert not entry.offered and (algorithm, "image") in REGISTRY
+    assert entry.offered and (algorithm, "image") in REGISTRY
     # and an image setting is refused by name
     with pytest.raises(ConfigError) as refused:
         validate_config({"algorithm": algorithm, "domain": "text", "rotations": True})

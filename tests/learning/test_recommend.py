@@ -79,7 +79,7 @@ def test_a_function_domain_is_refused_with_a_message_not_a_crash(client, sources
 
         assert page.status_code == 400
         html = page.content.decode()
-        assert 'id="recommend-error"' in html and "sources are ranked for image domains only" in html
+        assert 'id="recommend-error"' in html and "sources are ranked for image and text domains only" in html
 
 
 def test_a_model_trained_on_the_target_ranks_after_the_transfers(sources, user):

@@ -269,4 +269,4 @@ def test_a_maml_regressor_is_not_offered_as_an_image_source(client, user, user_c
     assert str(sine.pk) not in offered
     body = {"kind": "transfer", "source_model": sine.pk, "domain": "digits", "method": "finetune"}
     response = user_client.post("/api/v1/jobs/", body, format="json")
-    assert response.status_code == 400 and "no image backbone" in response.json()["source_model"][0]
+    assert response.status_code == 400 and "no image or text backbone" in response.json()["source_model"][0]

@@ -151,6 +151,10 @@ def get_entry(name: str, domain: str | None = None, data: object = None) -> Algo
         )
     if data is not None:
         matching = [e for e in candidates if e.data_type is not None and isinstance(data, e.data_type)]
+        # Data of one type for several domains (a transfer's TransferData) says which by its ``domain``.
+        data_domain = getattr(data, "domain", None)
+        if len(matching) > 1 and isinstance(data_domain, str):
+            matching = [e for e in matching if e.domain == data_domain]
         if len(matching) == 1:
             return matching[0]
     if len(candidates) == 1:

@@ -1,10 +1,17 @@
 """Transfer to new targets: parameter, feature-representation, instance and relational-knowledge transfer.
 
-Every method starts from a trained SOURCE model (a Conv4 backbone from any image
-algorithm: ProtoNet, MAML, Siamese, or an earlier transfer) and trains on the training
-classes of a TARGET image domain. The result is a :class:`TransferNet`: the Conv4
-backbone plus a linear classifier over the target's training classes. It is evaluated
-two ways:
+Every method starts from a trained SOURCE model and trains on the training classes of a
+TARGET domain of the same kind:
+
+- images (``domain`` ``"image"``): the source is any image model with a Conv4 backbone
+  (ProtoNet, MAML, Siamese, a statistician's encoder, or an earlier transfer); the result is a
+  :class:`TransferNet` (arch ``conv4_transfer``);
+- text (``domain`` ``"text"``, a :class:`learning.engine.data.TextArrays` target of sentence
+  embeddings): the source is a text model (arch ``text_mlp``, or an earlier text transfer) whose
+  MLP body is the backbone; the result is a :class:`TextTransferNet` (arch ``text_transfer``).
+
+Either is a :class:`BackboneClassifier`: the backbone plus a linear classifier over the target's
+training classes. It is evaluated two ways:
 
 - ``target_accuracy``: its classifier on the unused examples of the target training classes;
 - few-shot accuracy on N-way K-shot episodes of NEW target classes by nearest prototype
@@ -12,7 +19,8 @@ two ways:
   :func:`learning.engine.evaluation.evaluate_classifier` and ``paired_comparison`` compare a
   transferred model with one trained from scratch on identical episodes.
 
-Methods (``config["algorithm"]``, all in the ``image`` domain, data :class:`TransferData`):
+Methods (``config["algorithm"]``, each in the ``image`` and ``text`` domains, data :class:`TransferData`;
+the text entries are offered to the site with the text algorithms, :data:`.text.OFFERED`):
 
 - ``scratch``: the baseline. The training of ``finetune`` from a fresh initialization of the
   source's architecture, with the same data, steps and optimizer.
@@ -41,15 +49,16 @@ Methods (``config["algorithm"]``, all in the ``image`` domain, data :class:`Tran
   starts from a fresh initialization, so any gain comes from the reused examples.
 - ``rkd`` (relational-knowledge transfer): a fresh student trained on the target with
   cross-entropy plus Relational Knowledge Distillation (Park et al., 2019) from the source
-  backbone (teacher) on the same images: the distance-wise loss (pairwise distances divided
+  backbone (teacher) on the same examples: the distance-wise loss (pairwise distances divided
   by their mean, Huber loss) weighted ``distance_weight`` and the angle-wise loss (cosines of
   the angles of all triplets, Huber loss) weighted ``angle_weight``. ``student.hidden`` may
-  differ from the teacher's width (relations need no matching dimensions).
+  differ from the teacher's width (relations need no matching dimensions): the filters of every
+  conv block, or the width of every hidden layer of a text MLP.
 
 Config (every key optional except ``algorithm``)::
 
     {
-      "algorithm": "finetune", "domain": "image",
+      "algorithm": "finetune", "domain": "image",   # or "text"; by default the target's kind
       "source_model": {"algorithm": "protonet", "model_config": {...}},  # optional; must match the data
       "target": {"train_classes": null, "train_groups": null,  # target training classes (neither: all)
                  "examples_per_class": 0},                     # first K examples of each (0: all)
@@ -82,7 +91,7 @@ The modules: :mod:`.data` (the inputs, the source backbone), :mod:`.config` (one
 dataclass per method), :mod:`.common` (target split, run loop, closing scores,
 :func:`classify_transfer`), one per kind of method (:mod:`.parameter` for ``scratch`` and
 ``finetune``, :mod:`.feature`, :mod:`.instance`, :mod:`.relational` for ``rkd``), and this
-package, which registers the five methods. :class:`TransferNet` itself lives in
+package, which registers the five methods for both domains. The nets themselves live in
 :mod:`learning.engine.nets`, so a saved transfer model is rebuilt without this package.
 """
 
@@ -91,6 +100,7 @@ from __future__ import annotations
 from typing import Any
 
 from learning.engine.algorithms.registry import register_algorithm
+from learning.engine.algorithms.text import OFFERED as TEXT_OFFERED
 from learning.engine.algorithms.transfer.common import classify_transfer
 from learning.engine.algorithms.transfer.config import (
     FeatureConfig,
@@ -110,7 +120,13 @@ from learning.engine.algorithms.transfer.instance import (
 )
 from learning.engine.algorithms.transfer.parameter import train_parameter
 from learning.engine.algorithms.transfer.relational import rkd_angle_loss, rkd_distance_loss, train_rkd
-from learning.engine.nets import TRANSFER_ARCH, TransferNet
+from learning.engine.nets import (
+    TEXT_TRANSFER_ARCH,
+    TRANSFER_ARCH,
+    BackboneClassifier,
+    TextTransferNet,
+    TransferNet,
+)
 
 METHODS: dict[str, tuple[Any, type, str]] = {
     "scratch": (train_parameter, ScratchConfig, "Baseline: the same training from a fresh init"),
@@ -130,28 +146,40 @@ METHODS: dict[str, tuple[Any, type, str]] = {
 """Method name -> (train function, config, label); ``scratch`` and ``finetune`` share one implementation."""
 TRANSFER_ALGORITHMS: tuple[str, ...] = tuple(METHODS)
 
-for _name, (_fn, _config, _label) in METHODS.items():
-    register_algorithm(
-        _name,
-        _fn,
-        config=_config,
-        label=_label,
-        kind="baseline" if _name == "scratch" else "transfer",
-        classify=classify_transfer,
-        domain="image",
-        data_type=TransferData,
-        model={"arch": TRANSFER_ARCH},
-    )
+DOMAINS: dict[str, tuple[str, bool]] = {
+    "image": (TRANSFER_ARCH, True),
+    "text": (TEXT_TRANSFER_ARCH, TEXT_OFFERED),
+}
+"""Domain -> (the arch of its transfer nets, whether the site offers the methods there)."""
+
+for _domain, (_arch, _offered) in DOMAINS.items():
+    for _name, (_fn, _config, _label) in METHODS.items():
+        register_algorithm(
+            _name,
+            _fn,
+            config=_config,
+            label=_label,
+            kind="baseline" if _name == "scratch" else "transfer",
+            classify=classify_transfer,
+            domain=_domain,
+            data_type=TransferData,
+            offered=_offered,
+            model={"arch": _arch},
+        )
 
 __all__ = [
+    "DOMAINS",
     "METHODS",
+    "TEXT_TRANSFER_ARCH",
     "TRANSFER_ALGORITHMS",
     "TRANSFER_ARCH",
+    "BackboneClassifier",
     "FeatureConfig",
     "FinetuneConfig",
     "InstanceConfig",
     "RKDConfig",
     "ScratchConfig",
+    "TextTransferNet",
     "TransferConfig",
     "TransferData",
     "TransferNet",

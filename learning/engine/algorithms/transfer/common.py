@@ -1,6 +1,6 @@
 """What every transfer method shares: the target split, minibatches, the run loop, the closing scores.
 
-A method builds its :class:`TransferNet` and optimizer and a step function, then hands them to
+A method builds its net (a :class:`BackboneClassifier`) and optimizer and a step function, then hands them to
 :func:`run_transfer`, which runs :func:`learning.engine.loop.run_training` with the source
 weights' digest in the resume fingerprint and, at the end, scores the model's classifier
 on the unused target examples (``target_accuracy``). Few-shot scores on new target classes
@@ -20,13 +20,14 @@ from torch.nn import functional as F
 
 from learning.engine.algorithms._common import resolve_classes
 from learning.engine.algorithms.protonet import prototype_logits
-from learning.engine.algorithms.transfer.data import BackboneShape, TransferData, weights_digest
+from learning.engine.algorithms.transfer.data import TransferData, weights_digest
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
+from learning.engine.data import EpisodeData, TextArrays
 from learning.engine.device import resolve_device
 from learning.engine.episodes import episode_rng
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, Trainable, TrainResult, run_training
-from learning.engine.nets import TRANSFER_ARCH, TransferNet, embed_episodes
+from learning.engine.nets import BackboneClassifier, embed_episodes
 
 TARGET_STREAM = 21
 """Episode-RNG stream of target minibatches (training samplers use 0, evaluation 7)."""
@@ -40,6 +41,20 @@ Hooks = tuple[ProgressFn | None, StopFn | None, CheckpointStore | None]
 def to_tensor(images: np.ndarray, device: torch.device) -> Tensor:
     """Float32 ``(N, 1, H, W)`` in [0, 1] from uint8 ``(N, H, W)`` with ink high."""
     return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(device)
+
+
+def examples(arrays: EpisodeData, idx: np.ndarray) -> np.ndarray:
+    """The raw examples ``idx`` ``(M,)`` of a domain: uint8 images ``(M, H, W)``, or float32
+    embeddings ``(M, D)``."""
+    return arrays.embeddings[idx] if isinstance(arrays, TextArrays) else arrays.images[idx]
+
+
+def inputs(arrays: EpisodeData, idx: np.ndarray, device: torch.device) -> Tensor:
+    """The net inputs of examples ``idx`` ``(M,)`` of a domain: images ``(M, 1, H, W)`` float32 in
+    [0, 1] (:func:`to_tensor`), or embeddings ``(M, D)`` float32 as they are."""
+    if isinstance(arrays, TextArrays):
+        return torch.from_numpy(examples(arrays, idx)).to(device)
+    return to_tensor(examples(arrays, idx), device)
 
 
 @dataclass
@@ -60,8 +75,15 @@ class TargetSetup:
 
 
 def target_setup(config: Mapping[str, Any], data: TransferData) -> TargetSetup:
+    """The target split of ``config`` on ``data``, after checking that the data fit the config.
+
+    Raises :class:`ConfigError` naming the field: ``domain`` (a target of another kind),
+    ``source_model.*`` (a source other than the recorded one), ``target.*`` (the split).
+    """
     if not isinstance(data, TransferData):
         raise ConfigError("domain", f"transfer methods need TransferData, got {type(data).__name__}")
+    if data.domain != config["domain"]:
+        raise ConfigError("domain", f"is {config['domain']!r} but the target is a {data.domain!r} domain")
     source = config["source_model"]
     if source is not None:
         if source["algorithm"] != data.source_algorithm:
@@ -113,17 +135,6 @@ def target_setup(config: Mapping[str, Any], data: TransferData) -> TargetSetup:
     )
 
 
-def transfer_model_config(shape: BackboneShape, classes: int, hidden: int | None = None) -> dict[str, Any]:
-    return {
-        "arch": TRANSFER_ARCH,
-        "in_channels": shape.in_channels,
-        "image_size": shape.image_size,
-        "hidden": hidden if hidden is not None else shape.hidden,
-        "layers": shape.layers,
-        "classes": classes,
-    }
-
-
 def batch_indices(seed: int, stream: int, step: int, pool: int, size: int) -> np.ndarray:
     """``min(size, pool)`` distinct positions in ``0..pool-1``; a pure function of seed, stream and step."""
     return episode_rng(seed, stream, step).choice(pool, size=min(size, pool), replace=False)
@@ -141,7 +152,7 @@ def set_prototype_head(head: nn.Linear, feats: Tensor, labels: Tensor, n_classes
     head.bias.copy_(-(protos**2).sum(1))
 
 
-def _classify_batches(model: TransferNet, images: Tensor, batch: int, columns: int) -> np.ndarray:
+def _classify_batches(model: BackboneClassifier, images: Tensor, batch: int, columns: int) -> np.ndarray:
     """Predicted labels ``(N,)`` (argmax over the first ``columns`` logits), in chunks of ``batch``."""
     out = []
     with torch.no_grad():
@@ -151,7 +162,7 @@ def _classify_batches(model: TransferNet, images: Tensor, batch: int, columns: i
 
 
 def _finalize(
-    config: Mapping[str, Any], setup: TargetSetup, data: TransferData, model: TransferNet
+    config: Mapping[str, Any], setup: TargetSetup, data: TransferData, model: BackboneClassifier
 ) -> Callable[[], dict[str, float]]:
     """The run's closing measurement: ``target_accuracy`` on the unused examples of the training classes."""
 
@@ -162,8 +173,8 @@ def _finalize(
         model.eval()
         try:
             if len(setup.heldout_idx):
-                images = to_tensor(data.target.images[setup.heldout_idx], setup.device)
-                pred = _classify_batches(model, images, config["batch_size"], n_classes)
+                x = inputs(data.target, setup.heldout_idx, setup.device)
+                pred = _classify_batches(model, x, config["batch_size"], n_classes)
                 out["target_accuracy"] = float((pred == setup.heldout_y).mean())
                 out["target_examples"] = float(len(pred))
         finally:
@@ -183,7 +194,7 @@ def run_transfer(
     config: Mapping[str, Any],
     data: TransferData,
     setup: TargetSetup,
-    model: TransferNet,
+    model: BackboneClassifier,
     model_config: Mapping[str, Any],
     optimizer: torch.optim.Optimizer | None,
     step_fn: Callable[[int, StopFn], StepOutput],
@@ -227,7 +238,8 @@ def classify_transfer(
 ) -> Tensor:
     """Scores ``(B, Q, N)``: minus squared distances from query features to the support class means.
 
-    ``xs`` ``(B, S, C, H, W)``, ``ys`` ``(B, S)`` in ``0..N-1``, ``xq`` ``(B, Q, C, H, W)``. Support
+    ``xs`` ``(B, S, C, H, W)`` (or embeddings ``(B, S, D)``), ``ys`` ``(B, S)`` in ``0..N-1``,
+    ``xq`` ``(B, Q, C, H, W)`` (or ``(B, Q, D)``). Support
     and query of an episode are embedded as in ProtoNet (:func:`embed_episode`); the classifier
     head is not used, since the episode's classes are new.
     One forward pass per episode (:func:`embed_episodes`), so ``should_stop`` is not polled.

@@ -37,7 +37,7 @@ class TransferConfig:
     """Settings every transfer method (and the scratch baseline) shares."""
 
     algorithm: str = param("", help="the transfer method")
-    domain: str = param("image", choices=("image",), help="kind of data")
+    domain: str = param("image", choices=("image", "text"), help="kind of data")
     source_model: SourceModelSection | None = param(None, help="the source model (informative)")
     target: TargetSection = section(TargetSection, "the target training data")
     steps: int = STEPS.field(200)
@@ -115,7 +115,12 @@ class InstanceConfig(TransferConfig):
 class StudentSection:
     """The RKD student's backbone."""
 
-    hidden: int | None = param(None, minimum=1, maximum=1024, help="channels; null: the source's")
+    hidden: int | None = param(
+        None,
+        minimum=1,
+        maximum=1024,
+        help="channels of each conv block (images) or width of each hidden layer (text); null: the source's",
+    )
 
 
 @dataclass(frozen=True)

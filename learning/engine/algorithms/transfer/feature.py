@@ -8,16 +8,14 @@ import torch
 from torch.nn import functional as F
 
 from learning.engine.algorithms.transfer.common import (
+    inputs,
     run_transfer,
     set_prototype_head,
     target_setup,
-    to_tensor,
-    transfer_model_config,
 )
 from learning.engine.algorithms.transfer.data import TransferData, source_backbone
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult
-from learning.engine.nets import TransferNet
 
 __all__ = ["train_feature"]
 
@@ -34,13 +32,13 @@ def train_feature(
     setup = target_setup(config, data)
     backbone, shape = source_backbone(data)
     n_classes = len(setup.train_classes)
-    model_config = transfer_model_config(shape, n_classes)
+    model_config = shape.model_config(n_classes)
     torch.manual_seed(config["seed"])
-    model = TransferNet(shape.in_channels, shape.hidden, shape.layers, shape.image_size, n_classes)
+    model = shape.build(n_classes)
     model.backbone.load_state_dict(backbone.state_dict())
     model = model.to(setup.device)
     model.backbone.requires_grad_(False)
-    x_all = to_tensor(data.target.images[setup.train_idx], setup.device)
+    x_all = inputs(data.target, setup.train_idx, setup.device)
     y_all = torch.from_numpy(setup.train_y).to(setup.device)
     model.eval()
     with torch.no_grad():

@@ -19,17 +19,17 @@ from learning.engine.algorithms._common import resolve_classes
 from learning.engine.algorithms.transfer.common import (
     TARGET_STREAM,
     batch_indices,
+    examples,
+    inputs,
     run_transfer,
     target_setup,
-    to_tensor,
-    transfer_model_config,
 )
 from learning.engine.algorithms.transfer.data import TransferData, source_backbone
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.config import ConfigError
+from learning.engine.data import EpisodeData, ImageArrays, TextArrays
 from learning.engine.episodes import episode_rng
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult
-from learning.engine.nets import TransferNet
 from learning.engine.transferability import features_of
 
 __all__ = ["domain_classifier_weights", "joint_features", "kmm_weights", "train_instance"]
@@ -180,11 +180,7 @@ def train_instance(
             "source_data", "instance transfer needs the source examples (TransferData.source_data)"
         )
     source = data.source_data
-    if source.images.shape[1:] != data.target.images.shape[1:]:
-        raise ConfigError(
-            "source_classes",
-            f"source images are {source.images.shape[1:]}, target images {data.target.images.shape[1:]}",
-        )
+    _check_source_data(source, data.target)
     src_classes = resolve_classes(source, config["source_classes"], config["source_groups"], "source")
     if not src_classes:
         raise ConfigError("source_classes", "the source split is empty")
@@ -197,23 +193,20 @@ def train_instance(
     backbone, shape = source_backbone(data)
     batch = config["batch_size"]
     tgt_feats, src_feats = joint_features(
-        backbone, data.target.images[setup.train_idx], source.images[src_idx], batch, config["seed"]
+        backbone, examples(data.target, setup.train_idx), examples(source, src_idx), batch, config["seed"]
     )
     if config["weighting"] == "kmm":
         weights = kmm_weights(src_feats, tgt_feats, max_weight=config["max_weight"])
     else:
         weights = domain_classifier_weights(src_feats, tgt_feats, max_weight=config["max_weight"])
 
-    model_config = transfer_model_config(shape, n_t + len(src_classes))
+    model_config = shape.model_config(n_t + len(src_classes))
     torch.manual_seed(config["seed"])
-    model = TransferNet(
-        shape.in_channels, shape.hidden, shape.layers, shape.image_size, n_t + len(src_classes)
-    )
-    model = model.to(setup.device)
+    model = shape.build(n_t + len(src_classes)).to(setup.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    xt_all = to_tensor(data.target.images[setup.train_idx], setup.device)
+    xt_all = inputs(data.target, setup.train_idx, setup.device)
     yt_all = torch.from_numpy(setup.train_y).to(setup.device)
-    xs_all = to_tensor(source.images[src_idx], setup.device)
+    xs_all = inputs(source, src_idx, setup.device)
     ys_all = torch.from_numpy(src_y).to(setup.device)
     ws_all = torch.from_numpy(weights.astype(np.float32)).to(setup.device)
     sbatch = config["source_batch"]
@@ -258,16 +251,37 @@ def train_instance(
     return result
 
 
+def _check_source_data(source: EpisodeData, target: EpisodeData) -> None:
+    """Raise :class:`ConfigError` unless the source examples are the target's kind and size of input."""
+    if isinstance(source, TextArrays) and isinstance(target, TextArrays):
+        if source.dim != target.dim:
+            raise ConfigError(
+                "source_data", f"source embeddings are {source.dim}-d, target embeddings {target.dim}-d"
+            )
+    elif isinstance(source, ImageArrays) and isinstance(target, ImageArrays):
+        if source.images.shape[1:] != target.images.shape[1:]:
+            raise ConfigError(
+                "source_classes",
+                f"source images are {source.images.shape[1:]}, target images {target.images.shape[1:]}",
+            )
+    else:
+        raise ConfigError(
+            "source_data",
+            f"the source examples are {type(source).__name__}, the target's {type(target).__name__}",
+        )
+
+
 def joint_features(
     backbone: nn.Module, target: np.ndarray, source: np.ndarray, batch: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``((Nt, D), (Ns, D))`` float64 of target and source uint8 images, computed in mixed batches.
+    """Features ``((Nt, F), (Ns, F))`` float64 of target and source examples (uint8 images ``(N, H, W)``
+    or float32 embeddings ``(N, D)``, as :func:`.common.examples` gives them), computed in mixed batches.
 
-    The nets normalize with the statistics of each batch; batches of one domain only would
+    The Conv4 nets normalize with the statistics of each batch; batches of one domain only would
     each be normalized to the same statistics, erasing the very shift the instance weights must
     measure (it is what AdaBN exploits to *remove* a shift). So both sets are shuffled together
     (a fixed permutation from ``seed``) and embedded in chunks of ``batch``, like the joint
-    training batches.
+    training batches. (A text MLP has no such norm; the mixing leaves its features unchanged.)
     """
     images = np.concatenate([target, source])
     order = episode_rng(seed, WEIGHT_STREAM, 0).permutation(len(images))

@@ -16,16 +16,14 @@ from torch.nn import functional as F
 from learning.engine.algorithms.transfer.common import (
     TARGET_STREAM,
     batch_indices,
+    inputs,
     run_transfer,
     set_prototype_head,
     target_setup,
-    to_tensor,
-    transfer_model_config,
 )
 from learning.engine.algorithms.transfer.data import TransferData, source_backbone
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult
-from learning.engine.nets import TransferNet
 
 __all__ = ["FROM_SOURCE", "train_parameter"]
 
@@ -51,14 +49,14 @@ def train_parameter(
     setup = target_setup(config, data)
     backbone, shape = source_backbone(data)
     n_classes = len(setup.train_classes)
-    model_config = transfer_model_config(shape, n_classes)
+    model_config = shape.model_config(n_classes)
     torch.manual_seed(config["seed"])
     # Built the same way for both, so at one seed scratch and finetune share the head's initialization.
-    model = TransferNet(shape.in_channels, shape.hidden, shape.layers, shape.image_size, n_classes)
+    model = shape.build(n_classes)
     if from_source:
         model.backbone.load_state_dict(backbone.state_dict())
     model = model.to(setup.device)
-    x_all = to_tensor(data.target.images[setup.train_idx], setup.device)
+    x_all = inputs(data.target, setup.train_idx, setup.device)
     y_all = torch.from_numpy(setup.train_y).to(setup.device)
     batch = config["batch_size"]
     if config["head_init"] == "prototypes":

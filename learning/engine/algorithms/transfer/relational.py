@@ -1,7 +1,8 @@
 """Relational-knowledge transfer (``rkd``): a fresh student distilled from the source's relations.
 
 Relational Knowledge Distillation (Park et al., 2019): the distance-wise and angle-wise
-losses between the student's and the source backbone's embeddings of the same images.
+losses between the student's and the source backbone's embeddings of the same examples (images,
+or sentence embeddings through an MLP).
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from torch.nn import functional as F
 from learning.engine.algorithms.transfer.common import (
     TARGET_STREAM,
     batch_indices,
+    inputs,
     run_transfer,
     target_setup,
-    to_tensor,
-    transfer_model_config,
 )
 from learning.engine.algorithms.transfer.data import TransferData, source_backbone
 from learning.engine.checkpoints import CheckpointStore
 from learning.engine.loop import ProgressFn, StepOutput, StopFn, TrainResult
-from learning.engine.nets import TransferNet
 
 __all__ = ["rkd_angle_loss", "rkd_distance_loss", "train_rkd"]
 
@@ -77,12 +76,14 @@ def train_rkd(
     teacher, shape = source_backbone(data)
     teacher = teacher.to(setup.device).requires_grad_(False)
     n_classes = len(setup.train_classes)
-    hidden = config["student"]["hidden"] or shape.hidden
-    model_config = transfer_model_config(shape, n_classes, hidden)
+    # The student has the teacher's architecture, at its own width when student.hidden is set:
+    # every conv block's filters (images) or every hidden layer's width (text).
+    hidden = config["student"]["hidden"]
+    model_config = shape.model_config(n_classes, hidden)
     torch.manual_seed(config["seed"])
-    model = TransferNet(shape.in_channels, hidden, shape.layers, shape.image_size, n_classes).to(setup.device)
+    model = shape.build(n_classes, hidden).to(setup.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    x_all = to_tensor(data.target.images[setup.train_idx], setup.device)
+    x_all = inputs(data.target, setup.train_idx, setup.device)
     y_all = torch.from_numpy(setup.train_y).to(setup.device)
     batch = config["batch_size"]
     wd, wa = config["distance_weight"], config["angle_weight"]
