@@ -135,6 +135,11 @@ def test_a_text_domain_is_imported_trained_on_and_used_through_the_api_and_the_p
             expect(page.locator("#text-labels tbody tr")).to_have_count(INTENTS)
             expect(page.locator("#text-labels")).to_contain_text(a)
             page.screenshot(path=str(shots / "domain.png"), full_page=True)
+            # and fits a phone without sideways scrolling (long texts wrap or scroll inside their panel)
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate("document.documentElement.scrollWidth") <= 391
+            page.screenshot(path=str(shots / "domain-390.png"), full_page=True)
+            page.set_viewport_size({"width": 1280, "height": 1000})
 
             page.goto(f"{system.base}/jobs/new/")
             page.select_option("select[name=domain]", domain["slug"])

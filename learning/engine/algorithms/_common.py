@@ -47,7 +47,7 @@ def resolve_classes(
 
 
 @dataclass
-class ImageSetup:
+class EpisodeSetup:
     """What every episodic algorithm derives from a validated config and the data.
 
     ``image_size`` is the images' side in pixels (0 for text); ``text_dim`` the embeddings' size
@@ -83,7 +83,7 @@ class ImageSetup:
         }
 
 
-def image_setup(config: Mapping[str, Any], data: EpisodeData) -> ImageSetup:
+def episode_setup(config: Mapping[str, Any], data: EpisodeData) -> EpisodeSetup:
     """Resolve device and class splits of a validated image or text config; raises :class:`ConfigError`.
 
     A text config has no ``rotations`` (text classes are never rotated).
@@ -111,7 +111,7 @@ def image_setup(config: Mapping[str, Any], data: EpisodeData) -> ImageSetup:
         within_group=task["within_group"],
         rotations=config.get("rotations", False),
     )
-    return ImageSetup(
+    return EpisodeSetup(
         device=resolve_device(config["device"]),
         spec=spec,
         train_classes=train_classes,

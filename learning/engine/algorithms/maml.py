@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms._common import image_setup, task_chunk
+from learning.engine.algorithms._common import episode_setup, task_chunk
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import InnerLoopConfig
 from learning.engine.checkpoints import CheckpointStore
@@ -57,7 +57,7 @@ def train_maml(
     validated. Returns the :class:`TrainResult`."""
     name = config["algorithm"]
     first_order = name == "fomaml"
-    setup = image_setup(config, data)
+    setup = episode_setup(config, data)
     sampler = setup.sampler(data, config["seed"])
     task = config["task"]
     adapt = {"inner_lr": config["eval_inner_lr"], "inner_steps": config["eval_inner_steps"]}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms._common import image_setup
+from learning.engine.algorithms._common import episode_setup
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import META_BATCH, EpisodeSection, ImageConfig, episodes
 from learning.engine.checkpoints import CheckpointStore
@@ -59,7 +59,7 @@ def train_protonet(
     checkpoint: CheckpointStore | None = None,
 ) -> TrainResult:
     """ProtoNet on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
-    setup = image_setup(config, data)
+    setup = episode_setup(config, data)
     sampler = setup.sampler(data, config["seed"])
     task = config["task"]
     model_config = setup.model_config(config, head="none", out_features=0)

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
-from learning.engine.algorithms._common import image_setup, task_chunk
+from learning.engine.algorithms._common import episode_setup, task_chunk
 from learning.engine.algorithms.maml import classify_adapted
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import (
@@ -72,7 +72,7 @@ def train_reptile(
     checkpoint: CheckpointStore | None = None,
 ) -> TrainResult:
     """Reptile on ``data``; ``config`` already validated. Returns the :class:`TrainResult`."""
-    setup = image_setup(config, data)
+    setup = episode_setup(config, data)
     sampler = setup.sampler(data, config["seed"])
     task = config["task"]
     adapt_cfg = {"inner_lr": config["eval_inner_lr"], "inner_steps": config["eval_inner_steps"]}

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from learning.engine.algorithms._common import image_setup
+from learning.engine.algorithms._common import episode_setup
 from learning.engine.algorithms.registry import register_algorithm
 from learning.engine.algorithms.settings import META_BATCH, ImageConfig
 from learning.engine.checkpoints import CheckpointStore
@@ -54,7 +54,7 @@ def train_siamese(
     checkpoint: CheckpointStore | None = None,
 ) -> TrainResult:
     """Siamese verification training on ``data``; ``config`` already validated. Returns the TrainResult."""
-    setup = image_setup(config, data)
+    setup = episode_setup(config, data)
     try:
         pairs = PairSampler(
             data,
