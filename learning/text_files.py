@@ -33,6 +33,12 @@ MAX_TEXT_CHARS = 5_000
 MAX_LABEL_CHARS = 100
 MAX_ROWS = 100_000
 FORMATS = ("csv", "tsv", "jsonl")
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+
+
+def is_text_file(name: str) -> bool:
+    """Whether a file of this name is a text data set (an import of anything else is a zip of images)."""
+    return name.lower().endswith(TEXT_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from learning import heavy_work
 from learning.domain_files import upload_name
 from learning.models import SourceDomain, Visibility
 from learning.services.domains import domain_import
-from learning.services.text_domains import is_text_file
+from learning.text_files import is_text_file
 from tasks_app.models import Job
 from tasks_app.services import job_create_import
 

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from learning.text_files import is_text_file
+
 
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> JobQuerySet:
@@ -131,6 +133,13 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def phase_unit(self) -> str:
+        """What the current phase counts, in words: texts or image files (imports), else episodes."""
+        if self.kind != self.Kind.IMPORT:
+            return "episode"
+        return "text" if is_text_file(str(self.config.get("filename", ""))) else "image file"
 
     @property
     def phase_percent(self) -> float:

@@ -51,7 +51,8 @@ from learning.services.domain_rows import (
     domain_row_create,
     free_slug,
 )
-from learning.services.text_domains import is_text_file, text_domain_import, text_upload_check
+from learning.services.text_domains import text_domain_import, text_upload_check
+from learning.text_files import is_text_file
 
 logger = logging.getLogger(__name__)
 

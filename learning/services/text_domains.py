@@ -31,15 +31,9 @@ from learning.services.domain_rows import (
 )
 from learning.text_files import TextRecords, read_text_file
 
-TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 EXAMPLES_KEPT = 3
 """Texts per label kept on the row for the domain's page."""
 EXAMPLE_CHARS = 300
-
-
-def is_text_file(name: str) -> bool:
-    """Whether an upload of this file name is a text data set (else it is a zip of images)."""
-    return name.lower().endswith(TEXT_SUFFIXES)
 
 
 def text_upload_check(upload: Any, *, limits: ImportLimits) -> TextRecords:

@@ -100,3 +100,10 @@ def test_the_upload_page_takes_a_text_file_to_its_import_job(client, user, artif
 
     job = Job.objects.get(kind="import")
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    # whose page counts the texts embedded
+    job.phase, job.phase_total = "importing", 12
+    job.save(update_fields=["phase", "phase_total"])
+    assert (
+        "importing: text <strong data-phase-done>0</strong>"
+        in client.get(response["Location"]).content.decode()
+    )
