@@ -294,7 +294,7 @@ def test_a_job_on_a_private_domain_is_private_unless_its_owner_says_otherwise(li
             {
                 "algorithm": [
                     "unknown algorithm 'a/b/c' for image classification; "
-                    "choose one of maml, fomaml, protonet, reptile, siamese"
+                    "choose one of maml, fomaml, protonet, reptile, siamese, statistician"
                 ]
             },
         ),
