@@ -34,11 +34,6 @@ def transfer_methods(domain: str | None = None) -> list[AlgorithmEntry]:
     return offered("transfer", domain)
 
 
-def image_model_algorithms() -> tuple[str, ...]:
-    """Algorithms with models that are Conv4 image backbones: those that transfer and can be scored."""
-    return tuple(dict.fromkeys(e.name for e in _classifier_entries("image")))
-
-
 def classifier_models(models: QuerySet[MetaModel], domain: str) -> QuerySet[MetaModel]:
     """The classifiers of ``domain`` data (``image`` or ``text``) among ``models``: the algorithm and
     the architecture must both be one of that domain, since a name like ``maml`` trains several nets."""

@@ -83,14 +83,7 @@ class ClassificationResult:
             "algorithm": self.model.algorithm,
             "task": CLASSIFICATION,
             "labels": self.labels,
-            "predictions": [
-                {
-                    "query": name,
-                    "label": self.labels[int(row.argmax())],
-                    "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
-                }
-                for name, row in zip(self.query_names, self.probabilities, strict=True)
-            ],
+            "predictions": prediction_dicts(self.query_names, self.labels, self.probabilities),
         }
 
     def support_gallery(self) -> list[tuple[str, list[str]]]:
@@ -102,18 +95,28 @@ class ClassificationResult:
 
     def rows(self, top: int = 3) -> list[dict[str, Any]]:
         """For the page: each query's name, thumbnail (a PNG data URI), label and top probabilities."""
-        out = []
-        for name, image, row in zip(self.query_names, self.query_images, self.probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[:top]
-            out.append(
-                {
-                    "name": name,
-                    "thumbnail": png_data_uri(image),
-                    "label": self.labels[int(order[0])],
-                    "top": [(self.labels[int(i)], float(row[i])) for i in order],
-                }
-            )
-        return out
+        return [
+            {"name": name, "thumbnail": png_data_uri(image), **ranked(self.labels, row, top)}
+            for name, image, row in zip(self.query_names, self.query_images, self.probabilities, strict=True)
+        ]
+
+
+def prediction_dicts(queries: Sequence[str], labels: list[str], probabilities: np.ndarray) -> list[dict]:
+    """The API's predictions in query order: each query's name, its label and every label's probability."""
+    return [
+        {
+            "query": query,
+            "label": labels[int(row.argmax())],
+            "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
+        }
+        for query, row in zip(queries, probabilities, strict=True)
+    ]
+
+
+def ranked(labels: list[str], row: np.ndarray, top: int) -> dict[str, Any]:
+    """For a page: the ``label`` of one query's probabilities ``row`` and its ``top`` (label, p) pairs."""
+    order = np.argsort(-row, kind="stable")[:top]
+    return {"label": labels[int(order[0])], "top": [(labels[int(i)], float(row[i])) for i in order]}
 
 
 def png_data_uri(image: np.ndarray, *, size: int = THUMBNAIL_SIZE) -> str:

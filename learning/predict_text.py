@@ -19,7 +19,15 @@ from learning.engine import predict as engine
 from learning.errors import InvalidInput
 from learning.heavy_work import raise_if_stopped, should_stop
 from learning.models import MetaModel
-from learning.predict import CLASSIFICATION, MAX_QUERY, MAX_SUPPORT, check_ways, label_indices
+from learning.predict import (
+    CLASSIFICATION,
+    MAX_QUERY,
+    MAX_SUPPORT,
+    check_ways,
+    label_indices,
+    prediction_dicts,
+    ranked,
+)
 from learning.predictors import input_kind, predictor_load
 from learning.text_files import MAX_TEXT_CHARS
 
@@ -40,29 +48,15 @@ class TextClassificationResult:
             "algorithm": self.model.algorithm,
             "task": CLASSIFICATION,
             "labels": self.labels,
-            "predictions": [
-                {
-                    "query": text,
-                    "label": self.labels[int(row.argmax())],
-                    "probabilities": {label: float(p) for label, p in zip(self.labels, row, strict=True)},
-                }
-                for text, row in zip(self.queries, self.probabilities, strict=True)
-            ],
+            "predictions": prediction_dicts(self.queries, self.labels, self.probabilities),
         }
 
     def rows(self, top: int = 3) -> list[dict[str, Any]]:
         """For the page: each query text, its label and top probabilities."""
-        out = []
-        for text, row in zip(self.queries, self.probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[:top]
-            out.append(
-                {
-                    "name": text,
-                    "label": self.labels[int(order[0])],
-                    "top": [(self.labels[int(i)], float(row[i])) for i in order],
-                }
-            )
-        return out
+        return [
+            {"name": text, **ranked(self.labels, row, top)}
+            for text, row in zip(self.queries, self.probabilities, strict=True)
+        ]
 
 
 def _texts(values: Any, *, field: str, limit: int) -> list[str]:

@@ -32,13 +32,13 @@ MAX_TEXT_CHARS = 5_000
 """Longest text kept (the encoder reads about the first 256 word pieces of it anyway)."""
 MAX_LABEL_CHARS = 100
 MAX_ROWS = 100_000
-FORMATS = ("csv", "tsv", "jsonl")
-TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+FORMAT_OF_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+"""The formats, by file name suffix."""
 
 
 def is_text_file(name: str) -> bool:
     """Whether a file of this name is a text data set (an import of anything else is a zip of images)."""
-    return name.lower().endswith(TEXT_SUFFIXES)
+    return name.lower().endswith(tuple(FORMAT_OF_SUFFIX))
 
 
 @dataclass(frozen=True)
@@ -55,16 +55,12 @@ class TextRecords:
     class_names: tuple[str, ...]
     class_groups: tuple[str, ...]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
 
 def text_format(name: str, head: bytes) -> str:
     """``csv``, ``tsv`` or ``jsonl``: from the file ``name``'s extension, else from its first byte."""
     lowered = name.lower()
-    for ext, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".ndjson", "jsonl")):
-        if lowered.endswith(ext):
+    for suffix, fmt in FORMAT_OF_SUFFIX.items():
+        if lowered.endswith(suffix):
             return fmt
     return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
 

@@ -175,10 +175,6 @@ class MetaTrainForm(SettingsMixin, forms.Form):
             "visibility": data["visibility"] or None,
         }
 
-    @property
-    def image_algorithms(self) -> tuple[str, ...]:
-        return tuple(e.name for e in meta_train_algorithms("image"))
-
 
 class TransferForm(SettingsMixin, forms.Form):
     chooser = "method"

@@ -159,16 +159,13 @@ def load_predictor(
     """
     config = dict(model_config)
     task = task_of(config)
-    if task == CLASSIFICATION and config["arch"] == TEXT_ARCH:
-        entry = REGISTRY.get((algorithm, "text"))
+    if task == CLASSIFICATION:
+        domain = domain_of(config)
+        entry = REGISTRY.get((algorithm, domain))
         if entry is None or entry.classify is None:
-            raise PredictError(f"algorithm {algorithm!r} cannot classify texts")
-    elif task == CLASSIFICATION:
-        entry = REGISTRY.get((algorithm, "image"))
-        if entry is None or entry.classify is None:
-            raise PredictError(f"algorithm {algorithm!r} cannot classify images")
+            raise PredictError(f"algorithm {algorithm!r} cannot classify {domain}s")
         size, channels = config.get("image_size", IMAGE_SIZE), config.get("in_channels", 1)
-        if size != IMAGE_SIZE or channels != 1:
+        if domain == "image" and (size != IMAGE_SIZE or channels != 1):
             raise PredictError(
                 f"this model takes {channels}-channel {size}x{size} images; predictions use 1-channel "
                 f"{IMAGE_SIZE}x{IMAGE_SIZE} grayscale"

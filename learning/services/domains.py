@@ -18,6 +18,8 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +53,8 @@ from learning.services.domain_rows import (
     domain_row_create,
     free_slug,
 )
-from learning.services.text_domains import text_domain_import, text_upload_check
-from learning.text_files import is_text_file
+from learning.services.text_domains import text_domain_import
+from learning.text_files import is_text_file, read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -85,21 +87,9 @@ def domain_import(
     Raises ``InvalidInput`` (``field="name"`` or ``"source"``) for bad input, after
     which nothing has been written.
     """
-    name = check_entry(name=name, visibility=visibility, license=license)
-    limits = ImportLimits.from_settings()
     callbacks = {"on_progress": on_progress, "should_stop": should_stop}
-    source_url = ""
-    if isinstance(source, str) and is_url(source):
-        if len(source) > URL_MAX:
-            raise InvalidInput(f"the URL is longer than {URL_MAX} characters", field="source")
-        arrays = read_url(source, limits=limits, **callbacks)
-        origin, source_url = SourceDomain.Origin.URL, source
-    elif isinstance(source, str | os.PathLike) and is_text_file(str(source)):
-        try:
-            file = open(source, "rb")  # noqa: SIM115 (closed below, after the import reads it)
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {source}: {exc.strerror}", field="source") from exc
-        with file:
+    if _names_text_file(source):
+        with _opened(source) as file:
             return text_domain_import(
                 source=file,
                 name=name,
@@ -110,20 +100,17 @@ def domain_import(
                 license=license,
                 **callbacks,
             )
+    name = check_entry(name=name, visibility=visibility, license=license)
+    limits = ImportLimits.from_settings()
+    source_url = ""
+    if isinstance(source, str) and is_url(source):
+        if len(source) > URL_MAX:
+            raise InvalidInput(f"the URL is longer than {URL_MAX} characters", field="source")
+        arrays = read_url(source, limits=limits, **callbacks)
+        origin, source_url = SourceDomain.Origin.URL, source
     elif isinstance(source, str | os.PathLike):
         arrays = read_path(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
-    elif hasattr(source, "read") and is_text_file(upload_name(source)):
-        return text_domain_import(
-            source=source,
-            name=name,
-            owner=owner,
-            visibility=visibility,
-            description=description,
-            citation=citation,
-            license=license,
-            **callbacks,
-        )
     elif hasattr(source, "read"):
         arrays = read_upload(source, limits=limits, **callbacks)
         origin = SourceDomain.Origin.UPLOAD
@@ -173,10 +160,11 @@ def domain_upload_stage(*, upload: Any, name: str, visibility: str, license: str
     limits = ImportLimits.from_settings()
     filename = upload_name(upload)
     text = is_text_file(filename)
-    if text:
-        text_upload_check(upload, limits=limits)
     with spooled_upload(upload, limits=limits) as spool:
-        if not text:
+        if text:
+            read_text_file(spool, name=filename, max_bytes=limits.max_bytes, max_rows=limits.max_files)
+            spool.seek(0)
+        else:
             check_zip(spool, limits=limits, source=filename)
         suffix = os.path.splitext(filename)[1].lower() if text else ".zip"
         stored = artifact_save_file(f"{IMPORT_UPLOADS}/{uuid.uuid4().hex}{suffix}", spool)
@@ -270,6 +258,29 @@ def builtin_domains_register() -> list[SourceDomain]:
 
 
 # --- Helpers ---------------------------------------------------------------------------
+
+
+def _names_text_file(source: Any) -> bool:
+    """Whether ``source`` (a local path or an upload; never a URL) is a text file by its name."""
+    if isinstance(source, str) and is_url(source):
+        return False
+    if isinstance(source, str | os.PathLike):
+        return is_text_file(str(source))
+    return hasattr(source, "read") and is_text_file(upload_name(source))
+
+
+@contextmanager
+def _opened(source: Any) -> Iterator[Any]:
+    """An upload as it is, or a local path opened for reading (a missing file is ``InvalidInput``)."""
+    if hasattr(source, "read"):
+        yield source
+        return
+    try:
+        file = open(source, "rb")  # noqa: SIM115 (closed when the block ends)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror}", field="source") from exc
+    with file:
+        yield file
 
 
 def _first_examples(arrays: ImageArrays) -> list[int]:

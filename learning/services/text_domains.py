@@ -18,7 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-from learning.domain_files import ImportLimits, spooled_upload, upload_name
+from learning.domain_files import ImportLimits, upload_name
 from learning.domain_layout import ImportStopped, ProgressFn, StopFn
 from learning.engine.data import text_arrays_to_bytes
 from learning.models import SourceDomain, Visibility
@@ -34,17 +34,6 @@ from learning.text_files import TextRecords, read_text_file
 EXAMPLES_KEPT = 3
 """Texts per label kept on the row for the domain's page."""
 EXAMPLE_CHARS = 300
-
-
-def text_upload_check(upload: Any, *, limits: ImportLimits) -> TextRecords:
-    """Read and check an uploaded text file as the import will (``InvalidInput`` if it is bad)."""
-    with spooled_upload(upload, limits=limits) as spool:
-        records = read_text_file(
-            spool, name=upload_name(upload), max_bytes=limits.max_bytes, max_rows=limits.max_files
-        )
-    if hasattr(upload, "seek"):
-        upload.seek(0)
-    return records
 
 
 def records_sha256(records: TextRecords) -> str:
@@ -79,7 +68,10 @@ def text_domain_import(
     from learning.engine.text_encoder import EmbeddingStopped, embed_domain
 
     name = check_entry(name=name, visibility=visibility, license=license)
-    records = text_upload_check(source, limits=ImportLimits.from_settings())
+    limits = ImportLimits.from_settings()
+    records = read_text_file(
+        source, name=upload_name(source), max_bytes=limits.max_bytes, max_rows=limits.max_files
+    )
     sha256 = records_sha256(records)
     check_new_content(sha256, owner)
     try:
